@@ -1,0 +1,483 @@
+//! The framing state machine: bytes in, frames out, no I/O.
+//!
+//! A backend reads from its transport into a `BytesMut` and hands that buffer to
+//! [`Framer::decode`] until it returns `Ok(None)` ("need more bytes"); at end of stream
+//! it calls [`Framer::decode_eof`]. Outgoing payloads go through [`Framer::encode`],
+//! which refuses anything the peer's framer would split or reject.
+//!
+//! Frames are `Bytes` views into the read buffer: no copy per frame. The delimiter
+//! search resumes where the last one stopped, so a frame that trickles in one byte per
+//! read costs O(n) in total, not O(n²).
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::config::{Delimiter, FrameConfig};
+
+/// Cuts a byte stream into frames (see the [module docs](self)).
+///
+/// ```
+/// use bytes::BytesMut;
+/// use chitchat_core::{FrameConfig, Delimiter, Framer};
+///
+/// let mut framer = Framer::new(FrameConfig::new(Delimiter::Byte(b'\n')));
+/// let mut buf = BytesMut::from(&b"hello\r\nwor"[..]);
+/// assert_eq!(framer.decode(&mut buf).unwrap().unwrap(), "hello");
+/// assert_eq!(framer.decode(&mut buf).unwrap(), None); // "wor" waits for more
+/// buf.extend_from_slice(b"ld\n");
+/// assert_eq!(framer.decode(&mut buf).unwrap().unwrap(), "world");
+/// ```
+#[derive(Clone, Debug)]
+pub struct Framer {
+    config: FrameConfig,
+    /// Bytes at the front of the buffer already searched for the delimiter: the next
+    /// search starts here, which keeps trickling input linear.
+    scanned: usize,
+    /// We are dropping the rest of an oversized frame, up to its delimiter (or EOF).
+    discarding: bool,
+    /// EOF mode only: the one frame of the stream has been handed out.
+    eof_delivered: bool,
+}
+
+/// A fault in the incoming byte stream. Needing more bytes is not one.
+///
+/// Either way the framer stays usable: after `TooLong` it skips to the end of the
+/// oversized frame; after `Truncated` the buffer is empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The frame being received grew past the limit (it is dropped).
+    #[error("frame longer than {limit} bytes")]
+    TooLong {
+        /// The configured maximum frame length.
+        limit: usize,
+    },
+    /// The stream ended inside a frame: these bytes had no delimiter.
+    #[error("stream ended inside a frame: {len} bytes without a delimiter")]
+    Truncated {
+        /// How many bytes of the unfinished frame were dropped.
+        len: usize,
+    },
+}
+
+/// A payload that must not be sent: the peer would not read it back as one frame.
+/// Nothing was written to the output buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// Longer than the configured maximum frame length.
+    #[error("payload of {len} bytes exceeds the {limit}-byte frame limit")]
+    TooLong {
+        /// The payload length.
+        len: usize,
+        /// The configured maximum frame length.
+        limit: usize,
+    },
+    /// Contains the delimiter, so the peer would read it as two frames.
+    #[error("payload contains the delimiter at byte {offset}")]
+    ContainsDelimiter {
+        /// Position of the first delimiter byte in the payload.
+        offset: usize,
+    },
+    /// Ends in `'\r'` with delimiter `'\n'`: the peer's CRLF handling would drop it.
+    #[error("payload ends in '\\r', which the peer would strip as part of CRLF")]
+    TrailingCarriageReturn,
+}
+
+impl Framer {
+    /// A framer for this delimiter and limit.
+    pub fn new(config: FrameConfig) -> Self {
+        Framer {
+            config,
+            scanned: 0,
+            discarding: false,
+            eof_delivered: false,
+        }
+    }
+
+    /// The configuration this framer applies.
+    pub fn config(&self) -> &FrameConfig {
+        &self.config
+    }
+
+    /// How many bytes of `buf` belong to frames not yet delivered and not being
+    /// discarded: what an unfinished frame currently costs.
+    pub fn pending_len(&self, buf: &BytesMut) -> usize {
+        if self.discarding {
+            0
+        } else {
+            buf.len()
+        }
+    }
+
+    /// Takes the next complete frame off the front of `buf`.
+    ///
+    /// Returns `Ok(None)` when `buf` holds no complete frame yet; the bytes stay in
+    /// `buf` and the next call resumes the search where this one stopped.
+    ///
+    /// # Errors
+    /// [`FrameError::TooLong`] as soon as an unfinished frame exceeds the limit, or a
+    /// complete one is found to; its bytes are dropped, and the framer skips the rest
+    /// of that frame, so calling again continues with the next one.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        let limit = self.config.max_frame_len;
+        let delimiter = match self.config.delimiter {
+            Delimiter::Byte(byte) => byte,
+            Delimiter::Eof => return self.check_eof_frame_len(buf),
+        };
+        loop {
+            let Some(found) = memchr::memchr(delimiter, &buf[self.scanned..]) else {
+                return self.wait_for_delimiter(buf);
+            };
+            let end = self.scanned + found;
+            self.scanned = 0;
+            if self.discarding {
+                self.discarding = false;
+                buf.advance(end + 1);
+                continue;
+            }
+            if end > limit {
+                buf.advance(end + 1);
+                return Err(FrameError::TooLong { limit });
+            }
+            let mut frame = buf.split_to(end + 1);
+            let mut len = end;
+            if delimiter == b'\n' && len > 0 && frame[len - 1] == b'\r' {
+                len -= 1;
+            }
+            frame.truncate(len);
+            return Ok(Some(frame.freeze()));
+        }
+    }
+
+    /// No delimiter in `buf`: remember how far we looked, and fail fast if the
+    /// unfinished frame is already too long.
+    fn wait_for_delimiter(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        if self.discarding {
+            buf.clear();
+            self.scanned = 0;
+            return Ok(None);
+        }
+        if buf.len() > self.config.max_frame_len {
+            buf.clear();
+            self.scanned = 0;
+            self.discarding = true;
+            return Err(FrameError::TooLong {
+                limit: self.config.max_frame_len,
+            });
+        }
+        self.scanned = buf.len();
+        Ok(None)
+    }
+
+    /// EOF mode before EOF: only the length can be checked.
+    fn check_eof_frame_len(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        if self.discarding {
+            buf.clear();
+        } else if buf.len() > self.config.max_frame_len {
+            buf.clear();
+            self.discarding = true;
+            return Err(FrameError::TooLong {
+                limit: self.config.max_frame_len,
+            });
+        }
+        Ok(None)
+    }
+
+    /// Like [`decode`](Self::decode), for when the peer has shut down its write side:
+    /// call it until it returns `Ok(None)`.
+    ///
+    /// In EOF mode the whole stream is one frame and it is handed out here (once,
+    /// even when empty: the peer sent an empty message). In delimiter mode, complete
+    /// frames still in `buf` come first.
+    ///
+    /// # Errors
+    /// [`FrameError::Truncated`] when bytes without a delimiter remain: they are not
+    /// a frame, and dropping them silently would hide a broken peer. `buf` is empty
+    /// afterwards. [`FrameError::TooLong`] as in `decode`.
+    pub fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        if self.config.delimiter == Delimiter::Eof {
+            self.check_eof_frame_len(buf)?;
+            if self.discarding || self.eof_delivered {
+                buf.clear();
+                return Ok(None);
+            }
+            self.eof_delivered = true;
+            return Ok(Some(buf.split().freeze()));
+        }
+        if let Some(frame) = self.decode(buf)? {
+            return Ok(Some(frame));
+        }
+        self.discarding = false;
+        self.scanned = 0;
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let len = buf.len();
+        buf.clear();
+        Err(FrameError::Truncated { len })
+    }
+
+    /// Appends `payload` and the delimiter to `dst`, or nothing at all.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use chitchat_core::{Delimiter, EncodeError, FrameConfig, Framer};
+    ///
+    /// let framer = Framer::new(FrameConfig::new(Delimiter::Byte(b'\n')));
+    /// let mut out = BytesMut::new();
+    /// framer.encode(b"hi", &mut out).unwrap();
+    /// assert_eq!(&out[..], b"hi\n");
+    /// assert_eq!(
+    ///     framer.encode(b"a\nb", &mut out),
+    ///     Err(EncodeError::ContainsDelimiter { offset: 1 })
+    /// );
+    /// assert_eq!(&out[..], b"hi\n"); // unchanged
+    /// ```
+    ///
+    /// # Errors
+    /// An [`EncodeError`] when the peer could not read `payload` back as this one
+    /// frame; `dst` is then unchanged.
+    pub fn encode(&self, payload: &[u8], dst: &mut BytesMut) -> Result<(), EncodeError> {
+        self.check_payload(payload)?;
+        match self.config.delimiter {
+            Delimiter::Byte(delimiter) => {
+                dst.reserve(payload.len() + 1);
+                dst.extend_from_slice(payload);
+                dst.put_u8(delimiter);
+            }
+            Delimiter::Eof => dst.extend_from_slice(payload),
+        }
+        Ok(())
+    }
+
+    /// The checks of [`encode`](Self::encode), without writing: for callers that
+    /// must know a payload is acceptable before committing to send it.
+    ///
+    /// # Errors
+    /// As `encode`.
+    pub fn check_payload(&self, payload: &[u8]) -> Result<(), EncodeError> {
+        let limit = self.config.max_frame_len;
+        if payload.len() > limit {
+            return Err(EncodeError::TooLong {
+                len: payload.len(),
+                limit,
+            });
+        }
+        if let Delimiter::Byte(delimiter) = self.config.delimiter {
+            if let Some(offset) = memchr::memchr(delimiter, payload) {
+                return Err(EncodeError::ContainsDelimiter { offset });
+            }
+            if delimiter == b'\n' && payload.last() == Some(&b'\r') {
+                return Err(EncodeError::TrailingCarriageReturn);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framer(delimiter: Delimiter, max_frame_len: usize) -> Framer {
+        let mut config = FrameConfig::new(delimiter);
+        config.max_frame_len = max_frame_len;
+        Framer::new(config)
+    }
+
+    fn lines() -> Framer {
+        framer(Delimiter::Byte(b'\n'), 64)
+    }
+
+    /// Every result of feeding `input` at once then hitting EOF.
+    fn split_all(framer: &mut Framer, input: &[u8]) -> Vec<Result<Bytes, FrameError>> {
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        loop {
+            match framer.decode(&mut buf) {
+                Ok(Some(frame)) => out.push(Ok(frame)),
+                Ok(None) => break,
+                Err(err) => out.push(Err(err)),
+            }
+        }
+        loop {
+            match framer.decode_eof(&mut buf) {
+                Ok(Some(frame)) => out.push(Ok(frame)),
+                Ok(None) => break,
+                Err(err) => out.push(Err(err)),
+            }
+        }
+        out
+    }
+
+    fn frames(results: &[Result<Bytes, FrameError>]) -> Vec<&[u8]> {
+        results
+            .iter()
+            .map(|r| r.as_ref().expect("frame").as_ref())
+            .collect()
+    }
+
+    #[test]
+    fn crlf_loses_exactly_one_carriage_return() {
+        let out = split_all(&mut lines(), b"a\r\n\r\nb\r\r\nc\n");
+        assert_eq!(frames(&out), [&b"a"[..], b"", b"b\r", b"c"]);
+    }
+
+    #[test]
+    fn empty_frames_are_delivered() {
+        let out = split_all(&mut lines(), b"\n\n");
+        assert_eq!(frames(&out), [&b""[..], b""]);
+    }
+
+    #[test]
+    fn carriage_return_is_kept_with_other_delimiters() {
+        let out = split_all(&mut framer(Delimiter::Byte(b';'), 64), b"a\r;b;");
+        assert_eq!(frames(&out), [&b"a\r"[..], b"b"]);
+    }
+
+    #[test]
+    fn leftover_bytes_at_eof_are_reported_not_delivered() {
+        let out = split_all(&mut lines(), b"a\nbcd");
+        assert_eq!(out[0].as_deref(), Ok(&b"a"[..]));
+        assert_eq!(out[1], Err(FrameError::Truncated { len: 3 }));
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn eof_mode_delivers_the_whole_stream_once() {
+        let mut framer = framer(Delimiter::Eof, 64);
+        let mut buf = BytesMut::from(&b"a\nb"[..]);
+        assert_eq!(framer.decode(&mut buf), Ok(None));
+        buf.extend_from_slice(b"\0c");
+        assert_eq!(framer.decode_eof(&mut buf).unwrap().unwrap(), "a\nb\0c");
+        assert_eq!(framer.decode_eof(&mut buf), Ok(None));
+    }
+
+    #[test]
+    fn eof_mode_delivers_an_empty_message() {
+        let out = split_all(&mut framer(Delimiter::Eof, 64), b"");
+        assert_eq!(frames(&out), [&b""[..]]);
+    }
+
+    #[test]
+    fn eof_mode_over_the_limit_fails_once_and_delivers_nothing() {
+        let mut framer = framer(Delimiter::Eof, 4);
+        let mut buf = BytesMut::from(&b"12345"[..]);
+        assert_eq!(framer.decode(&mut buf), Err(FrameError::TooLong { limit: 4 }));
+        assert!(buf.is_empty());
+        buf.extend_from_slice(b"more");
+        assert_eq!(framer.decode(&mut buf), Ok(None));
+        assert_eq!(framer.decode_eof(&mut buf), Ok(None));
+    }
+
+    #[test]
+    fn frames_of_limit_minus_one_and_limit_pass_limit_plus_one_fails() {
+        let limit = 8;
+        for (len, ok) in [(limit - 1, true), (limit, true), (limit + 1, false)] {
+            let mut input = vec![b'x'; len];
+            input.push(b'\n');
+            input.extend_from_slice(b"next\n");
+            let out = split_all(&mut framer(Delimiter::Byte(b'\n'), limit), &input);
+            if ok {
+                assert_eq!(frames(&out), [&input[..len], b"next"], "len {len}");
+            } else {
+                assert_eq!(out[0], Err(FrameError::TooLong { limit }), "len {len}");
+                assert_eq!(frames(&out[1..]), [&b"next"[..]], "len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn unfinished_frame_fails_as_soon_as_it_passes_the_limit() {
+        let mut framer = framer(Delimiter::Byte(b'\n'), 4);
+        let mut buf = BytesMut::from(&b"1234"[..]);
+        assert_eq!(framer.decode(&mut buf), Ok(None));
+        buf.extend_from_slice(b"5");
+        assert_eq!(framer.decode(&mut buf), Err(FrameError::TooLong { limit: 4 }));
+        assert!(buf.is_empty(), "the oversized bytes are not kept");
+    }
+
+    #[test]
+    fn skipping_recovers_after_two_oversized_frames_in_a_row() {
+        let mut framer = framer(Delimiter::Byte(b'\n'), 4);
+        let mut results = Vec::new();
+        let mut buf = BytesMut::new();
+        for chunk in [&b"ok\n12345"[..], b"678", b"9\nabcdefgh", b"\nfine\n"] {
+            buf.extend_from_slice(chunk);
+            loop {
+                match framer.decode(&mut buf) {
+                    Ok(None) => break,
+                    other => results.push(other),
+                }
+            }
+        }
+        let too_long = Err(FrameError::TooLong { limit: 4 });
+        assert_eq!(
+            results,
+            [
+                Ok(Some(Bytes::from_static(b"ok"))),
+                too_long.clone(),
+                too_long,
+                Ok(Some(Bytes::from_static(b"fine"))),
+            ]
+        );
+    }
+
+    #[test]
+    fn trickled_input_is_scanned_once() {
+        // Two-megabyte frame, one byte per call: quadratic rescanning would take
+        // minutes; resuming takes milliseconds. Assert on the resume offset instead
+        // of on time.
+        let mut framer = framer(Delimiter::Byte(b'\n'), 1 << 21);
+        let mut buf = BytesMut::new();
+        for i in 0..1000 {
+            buf.put_u8(b'x');
+            assert_eq!(framer.decode(&mut buf), Ok(None));
+            assert_eq!(framer.scanned, i + 1);
+        }
+        buf.put_u8(b'\n');
+        assert_eq!(framer.decode(&mut buf).unwrap().unwrap().len(), 1000);
+        assert_eq!(framer.scanned, 0);
+    }
+
+    #[test]
+    fn frames_share_the_read_buffer() {
+        let mut buf = BytesMut::from(&b"abc\ndef\n"[..]);
+        let start = buf.as_ptr();
+        let mut framer = lines();
+        let first = framer.decode(&mut buf).unwrap().unwrap();
+        let second = framer.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(first.as_ptr(), start);
+        assert_eq!(second.as_ptr(), start.wrapping_add(4));
+    }
+
+    #[test]
+    fn encode_refuses_what_the_peer_could_not_read_back() {
+        let framer = framer(Delimiter::Byte(b'\n'), 4);
+        let mut out = BytesMut::new();
+        assert_eq!(
+            framer.encode(b"12345", &mut out),
+            Err(EncodeError::TooLong { len: 5, limit: 4 })
+        );
+        assert_eq!(
+            framer.encode(b"a\nb", &mut out),
+            Err(EncodeError::ContainsDelimiter { offset: 1 })
+        );
+        assert_eq!(
+            framer.encode(b"ab\r", &mut out),
+            Err(EncodeError::TrailingCarriageReturn)
+        );
+        assert!(out.is_empty());
+        framer.encode(b"1234", &mut out).unwrap();
+        framer.encode(b"", &mut out).unwrap();
+        assert_eq!(&out[..], b"1234\n\n");
+    }
+
+    #[test]
+    fn eof_mode_encodes_without_delimiter() {
+        let framer = framer(Delimiter::Eof, 8);
+        let mut out = BytesMut::new();
+        framer.encode(b"a\nb\r", &mut out).unwrap();
+        assert_eq!(&out[..], b"a\nb\r");
+    }
+}

@@ -1,0 +1,161 @@
+//! The transport abstraction: small traits, one job each, that an engine is generic
+//! over. TCP, the in-memory test network, and later Unix sockets and TLS implement
+//! them; the engine never knows which one it drives.
+//!
+//! - [`Binder`] turns an address into a [`Listener`] (server side);
+//! - [`Listener`] yields accepted [`Connection`]s;
+//! - [`Connector`] dials a [`Connection`] (client side);
+//! - [`Connection`] is one byte stream with half-close.
+//!
+//! The hot methods (read, write) are poll functions: they cost nothing per call, work
+//! on any executor, and let the engine drive reads, writes and timers of a connection
+//! from one task. Dialing is an `async fn` (`-> impl Future + Send`), as it is rare
+//! and the engine spawns on a multi-threaded runtime. Time is not part of the seam:
+//! the engine runs on tokio, whose paused clock gives tests control of time.
+//!
+//! A sketch of an implementation over tokio's `TcpStream` (the real one lives in
+//! `chitchat-tokio`):
+//!
+//! ```ignore
+//! impl Connection for TcpConn {
+//!     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+//!         self.stream.poll_read_ready(cx)
+//!     }
+//!     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+//!         loop {
+//!             ready!(self.stream.poll_read_ready(cx))?;
+//!             match self.stream.try_read_buf(buf) {
+//!                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+//!                 other => return Poll::Ready(other),
+//!             }
+//!         }
+//!     }
+//!     // poll_write, poll_shutdown, local_addr, peer_addr likewise
+//! }
+//! ```
+
+use std::future::Future;
+use std::io;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+
+use crate::addr::Addr;
+
+/// One established byte stream.
+///
+/// Errors use the `std::io::ErrorKind`s of TCP (`ConnectionReset`, `BrokenPipe`...), so
+/// the engine can classify them whatever the transport.
+pub trait Connection: Send + Unpin + 'static {
+    /// The address of our end.
+    ///
+    /// # Errors
+    /// When the transport cannot tell (the connection is already gone).
+    fn local_addr(&self) -> io::Result<Addr>;
+
+    /// The address of the other end.
+    ///
+    /// # Errors
+    /// When the transport cannot tell (the connection is already gone).
+    fn peer_addr(&self) -> io::Result<Addr>;
+
+    /// Resolves when a read would make progress (data, EOF or an error is waiting).
+    ///
+    /// The engine waits here with no read buffer allocated, so an idle connection
+    /// holds none. Transports that cannot tell readiness apart from reading keep the
+    /// default, which is always ready: the engine then allocates its buffer first and
+    /// waits in [`poll_read`](Self::poll_read).
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let _ = cx;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Reads into the spare capacity of `buf` (appending), returning how many bytes
+    /// were read; `Ok(0)` means the peer shut down its write side. The caller makes
+    /// sure `buf` has spare capacity.
+    ///
+    /// # Errors
+    /// Transport failures; the connection is unusable afterwards.
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>>;
+
+    /// Writes some of `buf`, returning how many bytes were taken.
+    ///
+    /// # Errors
+    /// Transport failures; the connection is unusable afterwards.
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
+
+    /// Pushes out anything the transport itself buffers (TLS records, for instance).
+    ///
+    /// # Errors
+    /// Transport failures.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let _ = cx;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Shuts down our write side: the peer reads EOF after what was written.
+    ///
+    /// # Errors
+    /// Transport failures.
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+/// Accepts connections on a bound address. Dropping it stops listening.
+pub trait Listener: Send + 'static {
+    /// The connections this listener yields.
+    type Conn: Connection;
+
+    /// The next incoming connection and its peer address.
+    ///
+    /// # Errors
+    /// Per-connection failures (the peer gave up, out of file descriptors): the
+    /// listener stays usable, and the caller should back off before trying again.
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Conn, Addr)>>;
+
+    /// The address actually bound (with the real port when port 0 was asked for).
+    ///
+    /// # Errors
+    /// When the transport cannot tell.
+    fn local_addr(&self) -> io::Result<Addr>;
+}
+
+/// Options of a bind, beyond the address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BindOptions {
+    /// Pending connections to queue before they are accepted.
+    pub backlog: u32,
+}
+
+impl Default for BindOptions {
+    fn default() -> Self {
+        BindOptions {
+            backlog: crate::config::DEFAULT_BACKLOG,
+        }
+    }
+}
+
+/// The server side of a transport: binds listeners.
+pub trait Binder: Send + Sync + 'static {
+    /// The listener it creates.
+    type Listener: Listener;
+
+    /// Binds `addr` and starts listening. Called from within the engine's runtime.
+    ///
+    /// # Errors
+    /// The address is in use, not local, or otherwise refused; the error is returned
+    /// at once, nothing is left listening.
+    fn bind(&self, addr: &Addr, options: &BindOptions) -> io::Result<Self::Listener>;
+}
+
+/// The client side of a transport: dials connections.
+pub trait Connector: Send + Sync + 'static {
+    /// The connections it creates.
+    type Conn: Connection;
+
+    /// Opens a connection to `addr`. The engine applies the connect timeout.
+    ///
+    /// # Errors
+    /// `ConnectionRefused` when nobody listens there; other transport failures.
+    fn connect(&self, addr: &Addr) -> impl Future<Output = io::Result<Self::Conn>> + Send;
+}
