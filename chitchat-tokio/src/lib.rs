@@ -1,1 +1,58 @@
+//! The tokio backend of chitchat: servers and clients for delimiter-framed protocols,
+//! on TCP or any transport that implements chitchat-core's traits.
+//!
+//! # Layout
+//! - [`server`]: [`Server`] and its builder: bind, accept loop, registry of connections.
+//! - [`client`]: [`Client`] and its builder: dial with a timeout, write, close.
+//! - `conn`: the task of one connection, the same for every transport and both sides.
+//! - `handle`: what other tasks can reach of a connection (queue, close request).
+//! - `shutdown`: cut and graceful drain.
+//! - [`tcp`]: the TCP transport.
+//!
+//! # Example
+//! An echo server and a client that talks to it:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use chitchat_core::{Addr, ReadContext};
+//! use chitchat_tokio::{Client, Server};
+//! use std::sync::Mutex;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anyhow::Result<()> {
+//! let server = Server::builder("127.0.0.1:0".parse::<Addr>()?)
+//!     .on_frame(|ctx, frame| {
+//!         let _ = ctx.reply(&frame); // delimiter appended
+//!     })
+//!     .listen()
+//!     .await?;
+//!
+//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+//! let client = Client::with_state(server.local_addr(), Mutex::new(tx))
+//!     .on_frame(|ctx: &mut dyn ReadContext<_>, frame: Bytes| {
+//!         let _ = ctx.state().lock().unwrap().send(frame);
+//!     })
+//!     .connect()
+//!     .await?;
+//! client.write(b"hello")?;
+//! assert_eq!(rx.recv().await.unwrap(), "hello");
+//!
+//! client.close().await;
+//! server.cut().await;
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
 
+mod builder;
+pub mod client;
+mod conn;
+mod handle;
+pub mod server;
+mod shutdown;
+pub mod tcp;
+mod timeouts;
+
+pub use client::{Client, ClientBuilder};
+pub use server::{Server, ServerBuilder};
+pub use tcp::{Tcp, TcpAcceptor, TcpConn};

@@ -1,0 +1,53 @@
+//! Setters that server and client builders share: both configure one connection the
+//! same way, so the setters are written once.
+
+/// Expands to the per-connection setters of a builder whose `config` has a `conn`
+/// field of type `ConnConfig`.
+macro_rules! conn_setters {
+    () => {
+        /// Where frames end (default `\n`).
+        pub fn delimiter(mut self, delimiter: chitchat_core::Delimiter) -> Self {
+            self.config.conn.frame.delimiter = delimiter;
+            self
+        }
+
+        /// Largest frame in either direction (default 64 KiB).
+        pub fn max_frame_len(mut self, len: usize) -> Self {
+            self.config.conn.frame.max_frame_len = len;
+            self
+        }
+
+        /// What an oversized incoming frame costs the connection (default: closed).
+        pub fn oversize(mut self, policy: chitchat_core::OversizePolicy) -> Self {
+            self.config.conn.oversize = policy;
+            self
+        }
+
+        /// Close the connection when nothing arrives for this long (default: never).
+        pub fn idle_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.config.conn.idle_timeout = Some(timeout);
+            self
+        }
+
+        /// Give up on the peer when queued output makes no progress for this long
+        /// (default: never).
+        pub fn write_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.config.conn.write_timeout = Some(timeout);
+            self
+        }
+
+        /// Bytes queued for the peer before it counts as not reading.
+        pub fn max_outbound(mut self, bytes: usize) -> Self {
+            self.config.conn.max_outbound = bytes;
+            self
+        }
+
+        /// How long a closing connection may spend writing out its queue.
+        pub fn linger(mut self, linger: std::time::Duration) -> Self {
+            self.config.conn.linger = linger;
+            self
+        }
+    };
+}
+
+pub(crate) use conn_setters;

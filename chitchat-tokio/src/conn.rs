@@ -1,0 +1,574 @@
+//! One connection's task: transport → framer → handler → coalesced writes, with the
+//! idle, write and linger timers, written once for every transport.
+//!
+//! The task is a hand-written future rather than an `async` block with `select!`: it
+//! owns the socket, the read buffer and the output buffer, polls reads, writes and
+//! one timer from the same `poll`, and so can
+//! - wait for readability with no read buffer at all (idle connections hold none);
+//! - call the handler for every frame of a read, then write all their replies at once;
+//! - stop reading while the peer does not take our output (backpressure);
+//! - move deadlines without touching the timer wheel on every read (the timer fires
+//!   at the old deadline and is re-armed only if the deadline moved).
+
+use std::future::Future;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use chitchat_core::{
+    Addr, CloseEvent, CloseReason, ConnConfig, ConnError, ConnStats, Connection, FrameError,
+    Framer, Handler, OversizePolicy, ReadContext, WriteError,
+};
+use tokio::time::{sleep_until, Instant, Sleep};
+
+use crate::handle::{CloseRequest, ConnHandle};
+use crate::timeouts::LiveTimeouts;
+
+/// First read size. Small enough that a burst of short frames costs little memory,
+/// large enough for one Ethernet-sized segment several times over.
+const INITIAL_READ: usize = 8 * 1024;
+
+/// Largest single read: reads that fill the buffer double the next one up to this.
+const MAX_READ: usize = 64 * 1024;
+
+/// Rounds (read, handle, write) per poll before the task yields to its neighbours.
+const ROUNDS_PER_POLL: usize = 32;
+
+/// What every connection of one server (or one client) shares.
+pub(crate) struct ConnParams<S> {
+    pub(crate) config: ConnConfig,
+    pub(crate) timeouts: Arc<LiveTimeouts>,
+    pub(crate) handler: Arc<dyn Handler<S>>,
+    pub(crate) state: Arc<S>,
+}
+
+/// How the task ended.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub(crate) event: CloseEvent,
+    /// Everything queued was written and our side shut down in order.
+    pub(crate) flushed: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Phase {
+    /// Reading, handling and writing.
+    Open,
+    /// Our write side is shut down (or about to be); frames are still handled.
+    WriteShut { shutdown_sent: bool },
+    /// No more frames are handled: write out what is queued, shut down, read until
+    /// the peer's EOF (discarding) so it gets our last bytes rather than a reset.
+    Closing {
+        reason: CloseReason,
+        deadline: Instant,
+        shutdown_sent: bool,
+    },
+}
+
+/// The reason and outcome of an ending connection.
+struct End {
+    reason: CloseReason,
+    flushed: bool,
+}
+
+/// What the handler asked for, beyond replies.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Request {
+    Close,
+    Abort(CloseReason),
+}
+
+/// The future that runs one connection until it closes.
+pub(crate) struct Driver<C, S> {
+    conn: C,
+    shared: ConnHandle,
+    params: Arc<ConnParams<S>>,
+    framer: Framer,
+    /// Unhandled input. Capacity 0 while idle: we wait for readability first.
+    read_buf: BytesMut,
+    read_size: usize,
+    /// Encoded output not yet taken by the transport.
+    out: BytesMut,
+    stats: ConnStats,
+    phase: Phase,
+    /// The peer shut down its write side: nothing more to read.
+    read_eof: bool,
+    /// Set by the handler or a full queue: end now, without flushing.
+    abort: Option<CloseReason>,
+    last_read: Instant,
+    /// Since when queued output has been waiting without progress.
+    write_stalled_since: Option<Instant>,
+    /// One timer for the nearest deadline; allocated the first time one is needed.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
+    pub(crate) fn new(conn: C, shared: ConnHandle, params: Arc<ConnParams<S>>) -> Self {
+        let framer = Framer::new(params.config.frame);
+        Driver {
+            conn,
+            shared,
+            params,
+            framer,
+            read_buf: BytesMut::new(),
+            read_size: INITIAL_READ,
+            out: BytesMut::new(),
+            stats: ConnStats::default(),
+            phase: Phase::Open,
+            read_eof: false,
+            abort: None,
+            last_read: Instant::now(),
+            write_stalled_since: None,
+            timer: None,
+        }
+    }
+
+    fn peer(&self) -> Addr {
+        self.shared.peer
+    }
+
+    /// Stop reading while this much output waits: the peer is not keeping up.
+    fn read_high_water(&self) -> usize {
+        self.params.config.max_outbound / 2
+    }
+
+    fn delivering(&self) -> bool {
+        self.abort.is_none() && !matches!(self.phase, Phase::Closing { .. })
+    }
+
+    /// One round: take requests, write, shut down if due, read and handle.
+    /// `Ok(true)` when anything moved, so another round may move more.
+    fn round(&mut self, cx: &mut Context<'_>) -> Result<bool, End> {
+        let mut progressed = false;
+        if let Some((frames, request)) = self.shared.take_inbox(cx.waker(), &mut self.out) {
+            self.stats.frames_out += frames;
+            match request {
+                None => {}
+                Some(CloseRequest::Abort(reason)) => {
+                    return Err(End {
+                        reason,
+                        flushed: self.out.is_empty(),
+                    })
+                }
+                Some(CloseRequest::Graceful { reason, linger }) => {
+                    self.begin_closing(reason, linger)
+                }
+                Some(CloseRequest::ShutdownWrite) => {
+                    if self.phase == Phase::Open {
+                        self.phase = Phase::WriteShut {
+                            shutdown_sent: false,
+                        };
+                        self.shared.close_writes();
+                    }
+                }
+            }
+        }
+
+        if !self.out.is_empty() {
+            progressed |= self.poll_write(cx)?;
+        }
+
+        if self.out.is_empty() {
+            progressed |= self.poll_shutdown_if_due(cx)?;
+        }
+
+        if let Phase::Closing {
+            reason,
+            shutdown_sent: true,
+            ..
+        } = self.phase
+        {
+            if self.read_eof {
+                return Err(End {
+                    reason,
+                    flushed: true,
+                });
+            }
+        }
+
+        if self.wants_read() {
+            progressed |= self.poll_read(cx)?;
+        }
+        if let Some(reason) = self.abort {
+            return Err(End {
+                reason,
+                flushed: false,
+            });
+        }
+        Ok(progressed)
+    }
+
+    fn wants_read(&self) -> bool {
+        if self.read_eof {
+            return false;
+        }
+        match self.phase {
+            Phase::Open | Phase::WriteShut { .. } => self.out.len() < self.read_high_water(),
+            Phase::Closing { shutdown_sent, .. } => shutdown_sent,
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, End> {
+        match self.conn.poll_write(cx, &self.out) {
+            Poll::Pending => Ok(false),
+            Poll::Ready(Ok(0)) => Err(self.fail(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                self.out.advance(n);
+                self.stats.bytes_out += n as u64;
+                self.write_stalled_since = None;
+                self.shared.queued.fetch_sub(n, Ordering::AcqRel);
+                if self.out.is_empty() {
+                    self.shared.drained.notify_waiters();
+                }
+                Ok(true)
+            }
+            Poll::Ready(Err(err)) => Err(self.fail(err)),
+        }
+    }
+
+    fn poll_shutdown_if_due(&mut self, cx: &mut Context<'_>) -> Result<bool, End> {
+        let (Phase::WriteShut { shutdown_sent }
+        | Phase::Closing { shutdown_sent, .. }) = &mut self.phase
+        else {
+            return Ok(false);
+        };
+        if *shutdown_sent {
+            return Ok(false);
+        }
+        match self.conn.poll_shutdown(cx) {
+            Poll::Pending => Ok(false),
+            Poll::Ready(Ok(())) => {
+                *shutdown_sent = true;
+                Ok(true)
+            }
+            Poll::Ready(Err(err)) => Err(self.fail(err)),
+        }
+    }
+
+    /// Reads once and handles what came in.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Result<bool, End> {
+        if self.read_buf.capacity() == 0 {
+            match self.conn.poll_read_ready(cx) {
+                Poll::Pending => return Ok(false),
+                Poll::Ready(Err(err)) => return Err(self.fail(err)),
+                Poll::Ready(Ok(())) => {}
+            }
+        }
+        let spare = self.read_buf.capacity() - self.read_buf.len();
+        if spare < self.read_size / 4 {
+            self.read_buf.reserve(self.read_size);
+        }
+        let spare = self.read_buf.capacity() - self.read_buf.len();
+        match self.conn.poll_read(cx, &mut self.read_buf) {
+            Poll::Pending => {
+                if self.read_buf.is_empty() {
+                    // Going idle: give the buffer back until data arrives.
+                    self.read_buf = BytesMut::new();
+                }
+                Ok(false)
+            }
+            Poll::Ready(Ok(0)) => {
+                self.read_eof = true;
+                self.on_eof();
+                Ok(true)
+            }
+            Poll::Ready(Ok(n)) => {
+                self.stats.bytes_in += n as u64;
+                self.last_read = Instant::now();
+                if n == spare {
+                    self.read_size = (self.read_size * 2).min(MAX_READ);
+                }
+                if self.delivering() {
+                    self.decode_frames();
+                } else {
+                    self.read_buf.clear();
+                }
+                Ok(true)
+            }
+            Poll::Ready(Err(err)) => Err(self.fail(err)),
+        }
+    }
+
+    fn decode_frames(&mut self) {
+        while self.delivering() {
+            match self.framer.decode(&mut self.read_buf) {
+                Ok(Some(frame)) => self.deliver(frame),
+                Ok(None) => return,
+                Err(err) => self.on_frame_error(err),
+            }
+        }
+        // Closing: whatever else was buffered will not be handled.
+        self.read_buf.clear();
+    }
+
+    fn on_eof(&mut self) {
+        while self.delivering() {
+            match self.framer.decode_eof(&mut self.read_buf) {
+                Ok(Some(frame)) => self.deliver(frame),
+                Ok(None) => break,
+                Err(err) => self.on_frame_error(err),
+            }
+        }
+        self.read_buf = BytesMut::new();
+        self.begin_closing(CloseReason::PeerEof, None);
+    }
+
+    fn on_frame_error(&mut self, err: FrameError) {
+        let peer = self.peer();
+        let events = self.shared.events();
+        match err {
+            FrameError::TooLong { limit } => {
+                events.error(ConnError::FrameTooLong { peer, limit });
+                if self.params.config.oversize == OversizePolicy::Close {
+                    self.begin_closing(CloseReason::FrameTooLong, None);
+                }
+            }
+            FrameError::Truncated { len } => {
+                events.error(ConnError::TruncatedFrame { peer, len });
+            }
+            // FrameError is non-exhaustive; a new kind of fault closes the connection.
+            _ => self.begin_closing(CloseReason::PeerReset, None),
+        }
+    }
+
+    fn deliver(&mut self, frame: Bytes) {
+        self.stats.frames_in += 1;
+        let mut request = None;
+        let outcome = {
+            // Field-by-field borrows: the handler gets the output buffer itself.
+            let mut ctx = Ctx {
+                shared: &self.shared,
+                framer: &self.framer,
+                out: &mut self.out,
+                frames_out: &mut self.stats.frames_out,
+                writable: self.phase == Phase::Open,
+                request: &mut request,
+                state: &*self.params.state,
+            };
+            let handler = &self.params.handler;
+            catch_unwind(AssertUnwindSafe(|| handler.on_frame(&mut ctx, frame)))
+        };
+        if let Err(panic) = outcome {
+            let message = panic_message(panic.as_ref());
+            self.shared.events().error(ConnError::HandlerPanic {
+                peer: self.peer(),
+                message,
+            });
+            self.begin_closing(CloseReason::HandlerPanic, None);
+            return;
+        }
+        match request {
+            None => {}
+            Some(Request::Close) => self.begin_closing(CloseReason::ClosedByHandler, None),
+            Some(Request::Abort(reason)) => self.abort = Some(reason),
+        }
+    }
+
+    /// Stops handling frames and starts the orderly close. The first reason wins.
+    fn begin_closing(&mut self, reason: CloseReason, linger: Option<Duration>) {
+        let shutdown_sent = match self.phase {
+            Phase::Closing { .. } => return,
+            Phase::WriteShut { shutdown_sent } => shutdown_sent,
+            Phase::Open => false,
+        };
+        self.shared.close_writes();
+        let linger = linger.unwrap_or(self.params.config.linger);
+        self.phase = Phase::Closing {
+            reason,
+            deadline: Instant::now() + linger,
+            shutdown_sent,
+        };
+    }
+
+    /// A transport error ends the connection. While closing it only cuts the close
+    /// short; otherwise it is reported.
+    fn fail(&mut self, err: io::Error) -> End {
+        let flushed = self.out.is_empty();
+        if let Phase::Closing { reason, .. } = self.phase {
+            return End { reason, flushed };
+        }
+        self.shared.events().error(ConnError::Io {
+            peer: self.peer(),
+            source: Arc::new(err),
+        });
+        End {
+            reason: CloseReason::PeerReset,
+            flushed,
+        }
+    }
+
+    /// Checks the deadlines and arms the timer for the nearest one. `Ok(true)` when
+    /// a deadline changed the state (another round is due).
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> Result<bool, End> {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        let mut consider = |deadline: Instant| {
+            next = Some(next.map_or(deadline, |n| n.min(deadline)));
+        };
+        let peer = self.peer();
+        if let Phase::Closing {
+            reason,
+            deadline,
+            shutdown_sent,
+        } = self.phase
+        {
+            if now >= deadline {
+                return Err(End {
+                    reason,
+                    flushed: self.out.is_empty() && shutdown_sent,
+                });
+            }
+            consider(deadline);
+        } else if !self.read_eof {
+            if let Some(idle) = self.params.timeouts.idle() {
+                let deadline = self.last_read.checked_add(idle);
+                if deadline.is_some_and(|d| now >= d) {
+                    self.shared
+                        .events()
+                        .error(ConnError::IdleTimeout { peer, after: idle });
+                    self.begin_closing(CloseReason::IdleTimeout, None);
+                    return Ok(true);
+                }
+                deadline.map(&mut consider);
+            }
+        }
+        if !self.out.is_empty() {
+            if let Some(after) = self.params.timeouts.write() {
+                let since = *self.write_stalled_since.get_or_insert(now);
+                let deadline = since.checked_add(after);
+                if deadline.is_some_and(|d| now >= d) {
+                    self.shared
+                        .events()
+                        .error(ConnError::WriteTimeout { peer, after });
+                    return Err(End {
+                        reason: CloseReason::WriteStalled,
+                        flushed: false,
+                    });
+                }
+                deadline.map(&mut consider);
+            }
+        }
+        let Some(deadline) = next else {
+            return Ok(false);
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+        // A timer set for an earlier deadline may stay: it fires, we look again and
+        // re-arm. Moving it on every read would cost a timer-wheel update per read.
+        if timer.deadline() > deadline || timer.deadline() <= now {
+            timer.as_mut().reset(deadline);
+        }
+        Ok(timer.as_mut().poll(cx).is_ready())
+    }
+
+    fn finish(&mut self, end: End) -> Finished {
+        self.timer = None;
+        self.shared.close_writes();
+        self.shared.queued.store(0, Ordering::Release);
+        let event = CloseEvent::new(self.peer(), end.reason, self.stats);
+        self.shared.set_closed(event.clone());
+        Finished {
+            event,
+            flushed: end.flushed,
+        }
+    }
+}
+
+impl<C: Connection, S: Send + Sync + 'static> Future for Driver<C, S> {
+    type Output = Finished;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished> {
+        let this = self.get_mut();
+        for _ in 0..ROUNDS_PER_POLL {
+            let step = match this.round(cx) {
+                Ok(true) => Ok(true),
+                Ok(false) => this.poll_timers(cx),
+                Err(end) => Err(end),
+            };
+            match step {
+                Ok(true) => continue,
+                Ok(false) => return Poll::Pending,
+                Err(end) => return Poll::Ready(this.finish(end)),
+            }
+        }
+        // Still busy: let the other connections on this worker run first.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// The [`ReadContext`] handed to the handler: replies go straight into the task's
+/// output buffer, no channel, no allocation.
+struct Ctx<'a, S> {
+    shared: &'a ConnHandle,
+    framer: &'a Framer,
+    out: &'a mut BytesMut,
+    frames_out: &'a mut u64,
+    /// False once our write side is shut down.
+    writable: bool,
+    request: &'a mut Option<Request>,
+    state: &'a S,
+}
+
+impl<S> ReadContext<S> for Ctx<'_, S> {
+    fn peer_addr(&self) -> Addr {
+        self.shared.peer
+    }
+
+    fn local_addr(&self) -> Addr {
+        self.shared.local
+    }
+
+    fn reply(&mut self, payload: &[u8]) -> Result<(), WriteError> {
+        let peer = self.shared.peer;
+        if !self.writable || self.request.is_some() {
+            return Err(WriteError::Closed { peer });
+        }
+        self.framer
+            .check_payload(payload)
+            .map_err(|source| WriteError::Encode { peer, source })?;
+        let limit = self.shared.max_outbound();
+        if self.shared.queued() + payload.len() + 1 > limit {
+            if self.shared.drops_when_full() {
+                self.shared
+                    .events()
+                    .error(ConnError::OutboundFull { peer, limit });
+                *self.request = Some(Request::Abort(CloseReason::WriteStalled));
+            }
+            return Err(WriteError::OutboundFull { peer, limit });
+        }
+        let before = self.out.len();
+        self.framer
+            .encode(payload, self.out)
+            .expect("payload checked above");
+        self.shared
+            .queued
+            .fetch_add(self.out.len() - before, Ordering::AcqRel);
+        *self.frames_out += 1;
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        self.request.get_or_insert(Request::Close);
+    }
+
+    fn state(&self) -> &S {
+        self.state
+    }
+}

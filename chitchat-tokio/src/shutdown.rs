@@ -1,0 +1,114 @@
+//! Cut and graceful drain as a type: stops the accept loop, asks every connection to
+//! end, and waits until every task is gone, so that "shut down" means the port is
+//! free and nothing of the server still runs.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chitchat_core::{CloseReason, ShutdownReport};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::conn::Finished;
+use crate::handle::{CloseRequest, ConnHandle};
+
+/// The shutdown state of one server.
+#[derive(Debug, Default)]
+pub(crate) struct Shutdown {
+    /// Cancelled to stop the accept loop.
+    stop: CancellationToken,
+    /// Every connection task, so we can wait for all of them.
+    pub(crate) tracker: TaskTracker,
+    /// The accept loop; awaited so the listener is dropped before we return.
+    accept_task: Mutex<Option<JoinHandle<()>>>,
+    drained: AtomicUsize,
+    forced: AtomicUsize,
+}
+
+impl Shutdown {
+    pub(crate) fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    pub(crate) fn set_accept_task(&self, task: JoinHandle<()>) {
+        *self.accept_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    }
+
+    /// Counts a connection that ended because of the shutdown.
+    pub(crate) fn record(&self, finished: &Finished) {
+        if finished.event.reason != CloseReason::Shutdown {
+            return;
+        }
+        let counter = if finished.flushed {
+            &self.drained
+        } else {
+            &self.forced
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Stops accepting: returns once the listener is closed.
+    async fn stop_accepting(&self) {
+        self.stop.cancel();
+        let task = self
+            .accept_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            // The accept loop never panics; a cancelled or failed join has nothing to report.
+            let _ = task.await;
+        }
+    }
+
+    /// Drops every connection and waits for all tasks to end.
+    pub(crate) async fn cut(&self, connections: impl Fn() -> Vec<ConnHandle>) -> ShutdownReport {
+        self.stop_accepting().await;
+        for conn in connections() {
+            conn.request_close(CloseRequest::Abort(CloseReason::Shutdown));
+        }
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.report()
+    }
+
+    /// Lets connections write out their queue for up to `grace`, then cuts.
+    pub(crate) async fn drain(
+        &self,
+        grace: Duration,
+        connections: impl Fn() -> Vec<ConnHandle>,
+    ) -> ShutdownReport {
+        self.stop_accepting().await;
+        for conn in connections() {
+            conn.request_close(CloseRequest::Graceful {
+                reason: CloseReason::Shutdown,
+                linger: Some(grace),
+            });
+        }
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            for conn in connections() {
+                conn.request_close(CloseRequest::Abort(CloseReason::Shutdown));
+            }
+            self.tracker.wait().await;
+        }
+        self.report()
+    }
+
+    /// Without waiting: what dropping the server does.
+    pub(crate) fn abandon(&self, connections: Vec<ConnHandle>) {
+        self.stop.cancel();
+        for conn in connections {
+            conn.request_close(CloseRequest::Abort(CloseReason::Shutdown));
+        }
+    }
+
+    fn report(&self) -> ShutdownReport {
+        ShutdownReport::new(
+            self.drained.load(Ordering::Relaxed),
+            self.forced.load(Ordering::Relaxed),
+        )
+    }
+}
