@@ -6,8 +6,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chitchat_core::{
-    event_queue, Addr, ClientConfig, CloseEvent, CloseReason, ConnectError, Connection,
-    Connector, Event, EventStream, Framer, Handler, IgnoreFrames, ReadContext, WriteError,
+    event_queue, Addr, ClientConfig, CloseEvent, CloseReason, ConnectError, Connection, Connector,
+    Event, EventStream, Framer, Handler, IgnoreFrames, ReadContext, WriteError,
 };
 
 use crate::conn::{ConnParams, Driver};
@@ -95,7 +95,10 @@ impl<S: Send + Sync + 'static> ClientBuilder<S> {
     ///
     /// # Errors
     /// [`ConnectError`] naming the address: timeout, refused, or another failure.
-    pub async fn connect_with<C: Connector>(self, connector: &C) -> Result<Client<S>, ConnectError> {
+    pub async fn connect_with<C: Connector>(
+        self,
+        connector: &C,
+    ) -> Result<Client<S>, ConnectError> {
         let addr = self.addr;
         let after = self.config.connect_timeout;
         let conn = match tokio::time::timeout(after, connector.connect(&addr)).await {

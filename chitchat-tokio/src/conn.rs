@@ -61,12 +61,14 @@ enum Phase {
     Open,
     /// Our write side is shut down (or about to be); frames are still handled.
     WriteShut { shutdown_sent: bool },
-    /// No more frames are handled: write out what is queued, shut down, read until
-    /// the peer's EOF (discarding) so it gets our last bytes rather than a reset.
+    /// No more frames are handled: write out what is queued, shut down, then, if
+    /// `drain`, read until the peer's EOF (discarding): closing a socket with unread
+    /// input makes TCP send a reset, which can destroy our last bytes in flight.
     Closing {
         reason: CloseReason,
         deadline: Instant,
         shutdown_sent: bool,
+        drain: bool,
     },
 }
 
@@ -180,10 +182,11 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         if let Phase::Closing {
             reason,
             shutdown_sent: true,
+            drain,
             ..
         } = self.phase
         {
-            if self.read_eof {
+            if self.read_eof || !drain {
                 return Err(End {
                     reason,
                     flushed: true,
@@ -209,7 +212,11 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         }
         match self.phase {
             Phase::Open | Phase::WriteShut { .. } => self.out.len() < self.read_high_water(),
-            Phase::Closing { shutdown_sent, .. } => shutdown_sent,
+            Phase::Closing {
+                shutdown_sent,
+                drain,
+                ..
+            } => shutdown_sent && drain,
         }
     }
 
@@ -232,8 +239,8 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
     }
 
     fn poll_shutdown_if_due(&mut self, cx: &mut Context<'_>) -> Result<bool, End> {
-        let (Phase::WriteShut { shutdown_sent }
-        | Phase::Closing { shutdown_sent, .. }) = &mut self.phase
+        let (Phase::WriteShut { shutdown_sent } | Phase::Closing { shutdown_sent, .. }) =
+            &mut self.phase
         else {
             return Ok(false);
         };
@@ -378,10 +385,14 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         };
         self.shared.close_writes();
         let linger = linger.unwrap_or(self.params.config.linger);
+        // A peer that went quiet (idle) or already finished (EOF) has nothing in
+        // flight that could turn our close into a reset.
+        let drain = !matches!(reason, CloseReason::IdleTimeout | CloseReason::PeerEof);
         self.phase = Phase::Closing {
             reason,
             deadline: Instant::now() + linger,
             shutdown_sent,
+            drain,
         };
     }
 
@@ -415,6 +426,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             reason,
             deadline,
             shutdown_sent,
+            ..
         } = self.phase
         {
             if now >= deadline {

@@ -15,7 +15,10 @@ use tokio::sync::Notify;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum CloseRequest {
     /// Write out what is queued (within `linger`), shut down, close.
-    Graceful { reason: CloseReason, linger: Option<Duration> },
+    Graceful {
+        reason: CloseReason,
+        linger: Option<Duration>,
+    },
     /// Our write side only: keep reading (a client's `shutdown`).
     ShutdownWrite,
     /// Drop the connection now, queued output included.
@@ -89,7 +92,9 @@ impl ConnShared {
 
     fn inbox(&self) -> std::sync::MutexGuard<'_, Inbox> {
         // A panic while holding this lock leaves plain data behind: keep using it.
-        self.inbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Queues one frame for the peer.

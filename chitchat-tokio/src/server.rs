@@ -11,9 +11,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chitchat_core::{
     event_queue, Addr, BindError, BindOptions, Binder, CloseEvent, CloseReason, ConnError,
-    ConnStats, Connection, Event, EventSink, EventStream, Framer, Handler,
-    IgnoreFrames, Listener, ReadContext, ServerConfig, ShutdownReport,
-    WriteError,
+    ConnStats, Connection, Event, EventSink, EventStream, Framer, Handler, IgnoreFrames, Listener,
+    ReadContext, ServerConfig, ShutdownReport, WriteError,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -290,10 +289,12 @@ impl<S: Send + Sync + 'static> Server<S> {
     /// # Errors
     /// [`WriteError::UnknownPeer`] when no connection comes from `peer`.
     pub fn close_remote(&self, peer: &Addr) -> Result<(), WriteError> {
-        self.inner.handle(peer)?.request_close(CloseRequest::Graceful {
-            reason: CloseReason::ClosedLocally,
-            linger: None,
-        });
+        self.inner
+            .handle(peer)?
+            .request_close(CloseRequest::Graceful {
+                reason: CloseReason::ClosedLocally,
+                linger: None,
+            });
         Ok(())
     }
 

@@ -88,7 +88,10 @@ impl Shutdown {
             });
         }
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
             for conn in connections() {
                 conn.request_close(CloseRequest::Abort(CloseReason::Shutdown));
             }

@@ -1,0 +1,115 @@
+//! The behaviour contract of chitchat's Server and Client, written once and run on
+//! every transport.
+//!
+//! Each case is an `async fn` generic over a [`Harness`]: the transport under test.
+//! [`conformance_tests!`](crate::conformance_tests) expands to one `#[test]` per case,
+//! so the same suite runs on loopback TCP ([`TcpHarness`]) and on the in-memory
+//! network, and on any transport you write yourself:
+//!
+//! ```ignore
+//! mod conformance {
+//!     mod my_transport {
+//!         chitchat_testkit::conformance_tests!(MyHarness::new(), tokio::test);
+//!     }
+//! }
+//! ```
+//!
+//! A case panics on failure, with a message naming what broke.
+
+mod cases;
+mod raw;
+mod tcp;
+
+use std::any::Any;
+use std::future::Future;
+
+use chitchat_core::{Addr, Binder, Connector};
+
+pub use cases::*;
+pub use raw::RawPeer;
+pub use tcp::TcpHarness;
+
+/// A transport the suite can run on.
+pub trait Harness: Send + Sync + 'static {
+    /// Binds the servers of the suite.
+    type Binder: Binder;
+    /// Dials the clients and raw peers of the suite.
+    type Connector: Connector;
+
+    /// Where servers bind; port 0, so that each case gets a free port.
+    fn server_addr(&self) -> Addr;
+
+    /// The server side of the transport.
+    fn binder(&self) -> &Self::Binder;
+
+    /// The client side of the transport.
+    fn connector(&self) -> &Self::Connector;
+
+    /// An address where connecting hangs (nobody answers), and a guard that keeps it
+    /// so until dropped.
+    fn black_hole(&self) -> impl Future<Output = (Addr, Box<dyn Any + Send>)> + Send;
+
+    /// Drops a connection abortively: the other end sees a reset, not an EOF.
+    fn abort(&self, conn: <Self::Connector as Connector>::Conn);
+}
+
+/// Expands to one test function per conformance case, each running the case on the
+/// harness built by `$harness`, with `$attr` as its test attribute (for example
+/// `tokio::test` or `tokio::test(start_paused = true)`).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($harness:expr, $attr:meta) => {
+        $crate::conformance_tests!(@cases [$harness] [$attr]
+            echo_round_trip
+            crlf_is_stripped
+            empty_frames_are_delivered
+            custom_delimiter
+            eof_mode_echoes_whole_message
+            eof_mode_client_gets_whole_reply
+            frames_keep_their_order_when_pipelined
+            many_clients_at_once
+            handler_sees_addresses_and_state
+            frame_too_long_closes_and_names_peer
+            oversized_frames_skipped_twice_then_recovers
+            truncated_frame_at_eof_is_reported
+            close_from_handler_flushes_reply_first
+            frames_after_close_are_not_handled
+            close_remote_closes_only_that_peer
+            close_remote_of_unknown_peer_fails
+            write_to_reaches_one_peer
+            write_to_unknown_peer_fails
+            write_refuses_payload_with_delimiter
+            broadcast_reaches_every_peer
+            remote_addrs_follow_connections
+            bind_in_use_fails_with_address
+            connect_refused_fails_with_address
+            connect_times_out
+            idle_timeout_closes_silent_peer
+            idle_timeout_restarts_on_every_read
+            read_timeout_can_change_while_running
+            write_timeout_drops_peer_that_stops_reading
+            outbound_bound_drops_slow_consumer
+            client_write_refused_when_queue_full
+            max_connections_refuses_extra_peers
+            handler_panic_closes_only_that_connection
+            one_close_event_per_connection_with_counters
+            undrained_events_never_block
+            peer_reset_is_reported
+            cut_frees_address_and_ends_everything
+            graceful_shutdown_flushes_queued_replies
+            client_notices_server_close
+            client_closes_from_its_own_handler
+            client_write_after_close_fails
+            client_flush_waits_until_written
+        );
+    };
+    (@cases [$harness:expr] [$attr:meta] $($case:ident)*) => {
+        $(
+            #[$attr]
+            async fn $case() {
+                let harness = $harness;
+                $crate::conformance::$case(&harness).await;
+            }
+        )*
+    };
+}
