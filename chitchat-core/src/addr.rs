@@ -67,7 +67,9 @@ impl FromStr for Addr {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         text.parse::<SocketAddr>()
             .map(Addr::Inet)
-            .map_err(|_| AddrParseError { text: text.to_owned() })
+            .map_err(|_| AddrParseError {
+                text: text.to_owned(),
+            })
     }
 }
 

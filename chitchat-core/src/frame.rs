@@ -363,7 +363,10 @@ mod tests {
     fn eof_mode_over_the_limit_fails_once_and_delivers_nothing() {
         let mut framer = framer(Delimiter::Eof, 4);
         let mut buf = BytesMut::from(&b"12345"[..]);
-        assert_eq!(framer.decode(&mut buf), Err(FrameError::TooLong { limit: 4 }));
+        assert_eq!(
+            framer.decode(&mut buf),
+            Err(FrameError::TooLong { limit: 4 })
+        );
         assert!(buf.is_empty());
         buf.extend_from_slice(b"more");
         assert_eq!(framer.decode(&mut buf), Ok(None));
@@ -393,7 +396,10 @@ mod tests {
         let mut buf = BytesMut::from(&b"1234"[..]);
         assert_eq!(framer.decode(&mut buf), Ok(None));
         buf.extend_from_slice(b"5");
-        assert_eq!(framer.decode(&mut buf), Err(FrameError::TooLong { limit: 4 }));
+        assert_eq!(
+            framer.decode(&mut buf),
+            Err(FrameError::TooLong { limit: 4 })
+        );
         assert!(buf.is_empty(), "the oversized bytes are not kept");
     }
 

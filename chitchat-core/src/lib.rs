@@ -54,8 +54,7 @@ pub use config::{
 pub use context::{Handler, IgnoreFrames, ReadContext};
 pub use error::{BindError, ConnError, ConnErrorKind, ConnectError, WriteError};
 pub use event::{
-    event_queue, CloseEvent, CloseReason, ConnStats, Event, EventSink, EventStream,
-    ShutdownReport,
+    event_queue, CloseEvent, CloseReason, ConnStats, Event, EventSink, EventStream, ShutdownReport,
 };
 pub use frame::{EncodeError, FrameError, Framer};
 pub use server::Server;
