@@ -45,7 +45,7 @@ pub trait Server: Send + Sync {
     fn broadcast(&self, payload: &[u8]) -> Result<usize, WriteError>;
 
     /// Changes the idle read timeout of every connection, present and future (the Go
-    /// library's read deadline). Takes effect at each connection's next read.
+    /// library's read deadline). Open connections count it from their last read.
     fn set_read_timeout(&self, timeout: Option<Duration>);
 
     /// Changes the write timeout of every connection, present and future.

@@ -198,11 +198,13 @@ impl<S: Send + Sync + 'static> Client<S> {
     /// Changes the idle timeout of the connection.
     pub fn set_read_timeout(&self, timeout: Option<std::time::Duration>) {
         self.params.timeouts.set_idle(timeout);
+        self.shared.nudge();
     }
 
     /// Changes the write timeout of the connection.
     pub fn set_write_timeout(&self, timeout: Option<std::time::Duration>) {
         self.params.timeouts.set_write(timeout);
+        self.shared.nudge();
     }
 
     /// The user data.

@@ -505,7 +505,13 @@ impl<C: Connection, S: Send + Sync + 'static> Future for Driver<C, S> {
             };
             match step {
                 Ok(true) => continue,
-                Ok(false) => return Poll::Pending,
+                Ok(false) => {
+                    // Going idle: hold no output buffer either.
+                    if this.out.is_empty() && this.out.capacity() > 0 {
+                        this.out = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
                 Err(end) => return Poll::Ready(this.finish(end)),
             }
         }

@@ -150,6 +150,11 @@ impl ConnShared {
         self.wake();
     }
 
+    /// Makes the task look at its state again (e.g. after a timeout changed).
+    pub(crate) fn nudge(&self) {
+        self.wake();
+    }
+
     fn wake(&self) {
         self.inbox_ready.store(true, Ordering::Release);
         self.waker.wake();

@@ -263,6 +263,13 @@ impl<S: Send + Sync + 'static> ServerShared<S> {
             .ok_or(WriteError::UnknownPeer { peer: *peer })
     }
 
+    /// Wakes every connection task so it re-reads its timeouts.
+    fn nudge_all(&self) {
+        for conn in self.lock_registry().values() {
+            conn.nudge();
+        }
+    }
+
     fn connections(&self) -> Vec<ConnHandle> {
         self.lock_registry().values().cloned().collect()
     }
@@ -329,14 +336,17 @@ impl<S: Send + Sync + 'static> Server<S> {
         Ok(sent)
     }
 
-    /// Changes the idle timeout of every connection, present and future.
+    /// Changes the idle timeout of every connection, present and future. Open
+    /// connections count it from their last read.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) {
         self.inner.params.timeouts.set_idle(timeout);
+        self.inner.nudge_all();
     }
 
     /// Changes the write timeout of every connection, present and future.
     pub fn set_write_timeout(&self, timeout: Option<Duration>) {
         self.inner.params.timeouts.set_write(timeout);
+        self.inner.nudge_all();
     }
 
     /// The user data.
