@@ -96,6 +96,9 @@ pub(crate) struct Driver<C, S> {
     read_size: usize,
     /// Encoded output not yet taken by the transport.
     out: BytesMut,
+    /// Reply bytes in `out` not yet added to the shared `queued` counter: replies
+    /// are counted locally and published once per read, not once per frame.
+    unpublished: usize,
     stats: ConnStats,
     phase: Phase,
     /// The peer shut down its write side: nothing more to read.
@@ -120,6 +123,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             read_buf: BytesMut::new(),
             read_size: INITIAL_READ,
             out: BytesMut::new(),
+            unpublished: 0,
             stats: ConnStats::default(),
             phase: Phase::Open,
             read_eof: false,
@@ -220,7 +224,17 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         }
     }
 
+    /// Adds the replies counted since the last call to the shared counter.
+    fn publish_queued(&mut self) {
+        if self.unpublished > 0 {
+            self.shared
+                .queued
+                .fetch_add(std::mem::take(&mut self.unpublished), Ordering::AcqRel);
+        }
+    }
+
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, End> {
+        self.publish_queued();
         match self.conn.poll_write(cx, &self.out) {
             Poll::Pending => Ok(false),
             Poll::Ready(Ok(0)) => Err(self.fail(io::ErrorKind::WriteZero.into())),
@@ -352,6 +366,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
                 shared: &self.shared,
                 framer: &self.framer,
                 out: &mut self.out,
+                unpublished: &mut self.unpublished,
                 frames_out: &mut self.stats.frames_out,
                 writable: self.phase == Phase::Open,
                 request: &mut request,
@@ -537,6 +552,7 @@ struct Ctx<'a, S> {
     shared: &'a ConnHandle,
     framer: &'a Framer,
     out: &'a mut BytesMut,
+    unpublished: &'a mut usize,
     frames_out: &'a mut u64,
     /// False once our write side is shut down.
     writable: bool,
@@ -562,7 +578,7 @@ impl<S> ReadContext<S> for Ctx<'_, S> {
             .check_payload(payload)
             .map_err(|source| WriteError::Encode { peer, source })?;
         let limit = self.shared.max_outbound();
-        if self.shared.queued() + payload.len() + 1 > limit {
+        if self.shared.queued() + *self.unpublished + payload.len() + 1 > limit {
             if self.shared.drops_when_full() {
                 self.shared
                     .events()
@@ -575,9 +591,7 @@ impl<S> ReadContext<S> for Ctx<'_, S> {
         self.framer
             .encode(payload, self.out)
             .expect("payload checked above");
-        self.shared
-            .queued
-            .fetch_add(self.out.len() - before, Ordering::AcqRel);
+        *self.unpublished += self.out.len() - before;
         *self.frames_out += 1;
         Ok(())
     }
