@@ -63,8 +63,10 @@ impl Delimiter {
 pub struct FrameConfig {
     /// Where frames end.
     pub delimiter: Delimiter,
-    /// Largest frame accepted from the peer and written to it, delimiter excluded.
-    /// Bounds the memory one connection can make the other side buffer.
+    /// Largest frame accepted from the peer and written to it, delimiter excluded
+    /// (with `\n`, a `'\r'` before it counts: the framer fails fast, before it can
+    /// know the `'\n'` follows). Bounds the memory one connection can make the other
+    /// side buffer.
     pub max_frame_len: usize,
 }
 
