@@ -164,14 +164,13 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
                 Some(CloseRequest::Graceful { reason, linger }) => {
                     self.begin_closing(reason, linger)
                 }
-                Some(CloseRequest::ShutdownWrite) => {
-                    if self.phase == Phase::Open {
-                        self.phase = Phase::WriteShut {
-                            shutdown_sent: false,
-                        };
-                        self.shared.close_writes();
-                    }
+                Some(CloseRequest::ShutdownWrite) if self.phase == Phase::Open => {
+                    self.phase = Phase::WriteShut {
+                        shutdown_sent: false,
+                    };
+                    self.shared.close_writes();
                 }
+                Some(CloseRequest::ShutdownWrite) => {}
             }
         }
 

@@ -56,3 +56,7 @@ mod timeouts;
 pub use client::{Client, ClientBuilder};
 pub use server::{Server, ServerBuilder};
 pub use tcp::{Tcp, TcpAcceptor, TcpConn};
+
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+mod readme {}

@@ -18,6 +18,7 @@
 
 mod cases;
 mod raw;
+mod sim;
 mod tcp;
 
 use std::any::Any;
@@ -27,6 +28,7 @@ use chitchat_core::{Addr, Binder, Connector};
 
 pub use cases::*;
 pub use raw::RawPeer;
+pub use sim::SimHarness;
 pub use tcp::TcpHarness;
 
 /// A transport the suite can run on.

@@ -1,7 +1,6 @@
 //! The suite's harness for loopback TCP.
 
 use std::any::Any;
-use std::future::Future;
 use std::time::Duration;
 
 use chitchat_core::Addr;
@@ -32,26 +31,22 @@ impl Harness for TcpHarness {
 
     /// A listener that never accepts, with its backlog filled: the kernel drops
     /// further SYNs, so a connect hangs until its timeout.
-    fn black_hole(&self) -> impl Future<Output = (Addr, Box<dyn Any + Send>)> + Send {
-        async {
-            let socket = TcpSocket::new_v4().expect("socket");
-            socket
-                .bind("127.0.0.1:0".parse().expect("valid address"))
-                .expect("bind");
-            let listener = socket.listen(0).expect("listen");
-            let addr = listener.local_addr().expect("local address");
-            let mut fillers = Vec::new();
-            for _ in 0..8 {
-                match tokio::time::timeout(Duration::from_millis(100), TcpStream::connect(addr))
-                    .await
-                {
-                    Ok(Ok(stream)) => fillers.push(stream),
-                    _ => break,
-                }
+    async fn black_hole(&self) -> (Addr, Box<dyn Any + Send>) {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("valid address"))
+            .expect("bind");
+        let listener = socket.listen(0).expect("listen");
+        let addr = listener.local_addr().expect("local address");
+        let mut fillers = Vec::new();
+        for _ in 0..8 {
+            match tokio::time::timeout(Duration::from_millis(100), TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => fillers.push(stream),
+                _ => break,
             }
-            let guard: Box<dyn Any + Send> = Box::new((listener, fillers));
-            (Addr::from(addr), guard)
         }
+        let guard: Box<dyn Any + Send> = Box::new((listener, fillers));
+        (Addr::from(addr), guard)
     }
 
     fn abort(&self, conn: TcpConn) {

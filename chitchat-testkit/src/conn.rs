@@ -1,0 +1,471 @@
+//! One end of an in-memory connection, [`SimConn`], implementing chitchat's
+//! [`Connection`] (and tokio's `AsyncRead`/`AsyncWrite`, for raw test clients); and
+//! the connect handshake that creates it.
+//!
+//! Reads wait with tokio timers for the next piece's arrival time, so under paused
+//! time the runtime jumps straight to it.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use chitchat_core::{Addr, Connection};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{sleep, sleep_until, Instant, Sleep};
+
+use crate::net::{Network, Side, State};
+use crate::pipe::Readable;
+use crate::trace::{ConnId, Event};
+
+/// One end of an in-memory connection: a byte stream with half-close and TCP's
+/// error kinds.
+///
+/// - Reads return bytes once the link delivered them, and `Ok(0)` (EOF, for good)
+///   after the peer shut down its write side or closed.
+/// - Writes take as much as fits in the peer's window
+///   ([`NetConfig::buffer_size`](crate::NetConfig) bytes written and not yet read)
+///   and return `Pending` when it is full; they fail with `BrokenPipe` after our own
+///   shutdown or once the peer closed its end.
+/// - Dropping it closes both directions: the peer reads what was sent, then EOF.
+///   As with TCP, closing with input arrived and unread is abortive (a reset), and
+///   so is [`abort`](Self::abort): the peer reads what had reached it, then
+///   `ConnectionReset`; its writes fail with `ConnectionReset`.
+/// - After a [reset](crate::Network::reset) or a [kill](crate::Network::kill) every
+///   read, write and shutdown fails with `ConnectionReset`.
+///
+/// Get one from [`Host`](crate::Host)'s `connect` or a
+/// [`SimListener`](crate::SimListener).
+pub struct SimConn {
+    net: Network,
+    id: ConnId,
+    side: Side,
+    local: SocketAddr,
+    peer: SocketAddr,
+    /// Wakes a reader when the next piece arrives. A tokio timer, so that paused
+    /// time advances to it; kept across polls to avoid re-registering.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Closed by [`abort`](Self::abort) already: dropping does nothing more.
+    closed: bool,
+}
+
+/// What one look at the incoming pipe decided.
+enum Step {
+    Done(io::Result<usize>),
+    SleepUntil(Instant),
+    Wait,
+}
+
+impl SimConn {
+    fn new(net: Network, id: ConnId, side: Side, local: SocketAddr, peer: SocketAddr) -> Self {
+        SimConn {
+            net,
+            id,
+            side,
+            local,
+            peer,
+            timer: None,
+            closed: false,
+        }
+    }
+
+    /// The server end of connection `id`, handed out by a listener.
+    pub(crate) fn accepted(
+        net: Network,
+        id: ConnId,
+        server: SocketAddr,
+        client: SocketAddr,
+    ) -> Self {
+        SimConn::new(net, id, Side::Server, server, client)
+    }
+
+    /// The connection's number in the network's trace.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Closes abortively, like TCP with `SO_LINGER` 0: a reset instead of a FIN.
+    /// The peer reads what had already reached it, then `ConnectionReset` instead
+    /// of EOF; what was still on its way is dropped; its writes fail with
+    /// `ConnectionReset`.
+    pub fn abort(mut self) {
+        let (id, side) = (self.id, self.side);
+        self.closed = true;
+        self.net.with(|st| st.close_end(id, side, true));
+    }
+
+    /// Waits for the incoming pipe: with `max` set, reads up to `max` bytes into
+    /// `sink`; with `None`, only waits until a read would make progress.
+    fn poll_incoming(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: Option<usize>,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let step = self.net.with(|st| self.look(st, cx, max, &mut sink));
+            match step {
+                Step::Done(result) => return Poll::Ready(result),
+                Step::Wait => return Poll::Pending,
+                Step::SleepUntil(deadline) => {
+                    let timer = self
+                        .timer
+                        .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+                    if timer.deadline() != deadline {
+                        timer.as_mut().reset(deadline);
+                    }
+                    ready!(timer.as_mut().poll(cx));
+                }
+            }
+        }
+    }
+
+    fn look(
+        &self,
+        st: &mut State,
+        cx: &mut Context<'_>,
+        max: Option<usize>,
+        sink: &mut impl FnMut(&[u8]),
+    ) -> Step {
+        let now = Instant::now();
+        let held = st.faults.is_partitioned(self.peer.ip(), self.local.ip());
+        let conn = st.conn_mut(self.id);
+        if conn.reset {
+            return Step::Done(Err(reset_error(self.peer)));
+        }
+        let (_, incoming) = conn.pipes_mut(self.side);
+        match incoming.readable(now, held) {
+            Readable::Data => {
+                let Some(max) = max else {
+                    return Step::Done(Ok(0));
+                };
+                let len = incoming.read(now, held, max, sink);
+                let writer = incoming.take_writer();
+                st.wake(writer);
+                st.record(Event::Delivered {
+                    conn: self.id,
+                    from: self.peer,
+                    to: self.local,
+                    len,
+                });
+                Step::Done(Ok(len))
+            }
+            Readable::Eof => Step::Done(Ok(0)),
+            Readable::Reset => Step::Done(Err(reset_error(self.peer))),
+            Readable::At(deadline) => {
+                // Also parked: a reset or kill must wake us before the deadline.
+                incoming.park_reader(cx.waker());
+                Step::SleepUntil(deadline)
+            }
+            Readable::Nothing => {
+                incoming.park_reader(cx.waker());
+                Step::Wait
+            }
+        }
+    }
+}
+
+impl Connection for SimConn {
+    fn local_addr(&self) -> io::Result<Addr> {
+        Ok(Addr::Inet(self.local))
+    }
+
+    fn peer_addr(&self) -> io::Result<Addr> {
+        Ok(Addr::Inet(self.peer))
+    }
+
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_incoming(cx, None, |_| {}).map_ok(|_| ())
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        if buf.len() == buf.capacity() {
+            // What `BufMut::chunk_mut` does for tokio's `TcpStream::try_read_buf`: a
+            // full `BytesMut` grows rather than reading nothing.
+            buf.reserve(64);
+        }
+        let max = buf.capacity() - buf.len();
+        self.poll_incoming(cx, Some(max), |bytes| buf.extend_from_slice(bytes))
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.net.with(|st| {
+            let now = Instant::now();
+            let (local, peer) = (self.local, self.peer);
+            let conn = st.conn_mut(self.id);
+            if conn.reset {
+                return Poll::Ready(Err(reset_error(peer)));
+            }
+            let (outgoing, _) = conn.pipes_mut(self.side);
+            if outgoing.reset {
+                return Poll::Ready(Err(reset_error(peer)));
+            }
+            if outgoing.fin_sent {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    format!("write to {peer} after shutdown"),
+                )));
+            }
+            if outgoing.reader_closed {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    format!("{peer} closed the connection"),
+                )));
+            }
+            if buf.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            let len = buf.len().min(outgoing.space());
+            if len == 0 {
+                outgoing.park_writer(cx.waker());
+                return Poll::Pending;
+            }
+            let pieces = st.faults.plan_write(local.ip(), peer.ip(), now, len);
+            let (outgoing, _) = st.conn_mut(self.id).pipes_mut(self.side);
+            let mut data = Bytes::copy_from_slice(&buf[..len]);
+            for piece in pieces {
+                outgoing.push(data.split_to(piece.len), piece.ready_at, piece.boundary);
+            }
+            let reader = outgoing.take_reader();
+            st.wake(reader);
+            st.record(Event::Sent {
+                conn: self.id,
+                from: local,
+                to: peer,
+                len,
+            });
+            Poll::Ready(Ok(len))
+        })
+    }
+
+    fn poll_shutdown(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.net.with(|st| {
+            let (local, peer) = (self.local, self.peer);
+            let delay = st.faults.delay(local.ip(), peer.ip());
+            let conn = st.conn_mut(self.id);
+            if conn.reset {
+                return Poll::Ready(Err(reset_error(peer)));
+            }
+            let (outgoing, _) = conn.pipes_mut(self.side);
+            if outgoing.reset {
+                return Poll::Ready(Err(reset_error(peer)));
+            }
+            if !outgoing.fin_sent {
+                outgoing.push_fin(Instant::now() + delay);
+                let reader = outgoing.take_reader();
+                st.wake(reader);
+                st.record(Event::Shutdown {
+                    conn: self.id,
+                    by: local,
+                });
+            }
+            Poll::Ready(Ok(()))
+        })
+    }
+}
+
+impl AsyncRead for SimConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let max = buf.remaining();
+        this.poll_incoming(cx, Some(max), |bytes| buf.put_slice(bytes))
+            .map_ok(|_| ())
+    }
+}
+
+impl AsyncWrite for SimConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Connection::poll_write(self.get_mut(), cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Connection::poll_shutdown(self.get_mut(), cx)
+    }
+}
+
+impl Drop for SimConn {
+    fn drop(&mut self) {
+        if !self.closed {
+            let (id, side) = (self.id, self.side);
+            self.net.with(|st| st.close_end(id, side, false));
+        }
+    }
+}
+
+impl fmt::Debug for SimConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimConn")
+            .field("id", &self.id)
+            .field("local", &self.local)
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+fn reset_error(peer: SocketAddr) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionReset,
+        format!("connection reset by {peer}"),
+    )
+}
+
+/// The source port a connect holds; released if the connect gives up (refused,
+/// dropped by the caller's timeout) before a connection owns it.
+struct PortClaim {
+    net: Network,
+    ip: IpAddr,
+    port: u16,
+    owned_by_conn: bool,
+}
+
+impl Drop for PortClaim {
+    fn drop(&mut self) {
+        if !self.owned_by_conn {
+            let (ip, port) = (self.ip, self.port);
+            self.net.with(|st| {
+                if let Some(host) = st.hosts.get_mut(&ip) {
+                    host.client_ports.remove(&port);
+                }
+            });
+        }
+    }
+}
+
+/// What the SYN found when it arrived.
+enum Handshake {
+    /// A direction was cut while it travelled: it is lost, try again after heal.
+    Lost,
+    /// The backlog is full: wait for an accept (or another change) and try again.
+    Full { generation: u64 },
+    /// The connecting host was killed meanwhile.
+    Killed,
+    /// Nobody listens (or the host refuses): the refusal takes `back` to return.
+    Refused { back: std::time::Duration },
+    /// Queued in the listener's backlog; the answer takes `back` to return.
+    Established {
+        id: ConnId,
+        back: std::time::Duration,
+    },
+}
+
+/// The connect handshake from `from_ip` to `to`: one link delay there, the
+/// listener's verdict, one link delay back.
+pub(crate) async fn connect(net: &Network, from_ip: IpAddr, to: SocketAddr) -> io::Result<SimConn> {
+    let (from, epoch) = net.with(|st| {
+        let port = st.free_port(from_ip).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("no ephemeral port left on {from_ip} to connect to {to}"),
+            )
+        })?;
+        let host = st.host_mut(from_ip);
+        host.client_ports.insert(port);
+        let epoch = host.epoch;
+        let from = SocketAddr::new(from_ip, port);
+        st.record(Event::Connect { from, to });
+        Ok::<_, io::Error>((from, epoch))
+    })?;
+    let mut claim = PortClaim {
+        net: net.clone(),
+        ip: from_ip,
+        port: from.port(),
+        owned_by_conn: false,
+    };
+    loop {
+        net.wait_until(|st| !st.faults.is_blocked(from_ip, to.ip()))
+            .await;
+        let there = net.with(|st| st.faults.delay(from_ip, to.ip()));
+        sleep(there).await;
+        match net.with(|st| handshake(st, from, to, epoch)) {
+            Handshake::Lost => continue,
+            Handshake::Full { generation } => {
+                net.wait_until(|st| st.generation != generation).await;
+            }
+            Handshake::Killed => return Err(reset_error(to)),
+            Handshake::Refused { back } => {
+                sleep(back).await;
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    format!("connection refused by {to}"),
+                ));
+            }
+            Handshake::Established { id, back } => {
+                claim.owned_by_conn = true;
+                let conn = SimConn::new(net.clone(), id, Side::Client, from, to);
+                sleep(back).await;
+                let alive = net.with(|st| {
+                    let alive = st.hosts.get(&from_ip).map(|h| h.epoch) == Some(epoch);
+                    if alive {
+                        st.record(Event::Connected {
+                            conn: id,
+                            client: from,
+                            server: to,
+                        });
+                    }
+                    alive
+                });
+                // Dropped outside the lock if the host died: its end closes.
+                return if alive {
+                    Ok(conn)
+                } else {
+                    Err(reset_error(to))
+                };
+            }
+        }
+    }
+}
+
+fn handshake(st: &mut State, from: SocketAddr, to: SocketAddr, epoch: u64) -> Handshake {
+    if st.faults.is_blocked(from.ip(), to.ip()) {
+        return Handshake::Lost;
+    }
+    if st.hosts.get(&from.ip()).map(|h| h.epoch) != Some(epoch) {
+        return Handshake::Killed;
+    }
+    let back = st.faults.delay(to.ip(), from.ip());
+    let refusing = st.faults.refusing.contains(&to.ip());
+    let listener = st
+        .hosts
+        .get(&to.ip())
+        .and_then(|host| host.listeners.get(&to.port()))
+        .filter(|_| !refusing);
+    match listener {
+        None => {
+            st.record(Event::Refused { from, to });
+            Handshake::Refused { back }
+        }
+        Some(listener) if listener.backlog.len() >= listener.limit => Handshake::Full {
+            generation: st.generation,
+        },
+        Some(_) => {
+            let id = st.new_conn(from, to);
+            let listener = st
+                .hosts
+                .get_mut(&to.ip())
+                .and_then(|host| host.listeners.get_mut(&to.port()))
+                .expect("found above");
+            listener.backlog.push_back(id);
+            let waker = listener.waker.take();
+            st.wake(waker);
+            Handshake::Established { id, back }
+        }
+    }
+}
