@@ -18,56 +18,68 @@
 //!   transport.
 //!
 //! # Example
-//! A listener and a connector exchange bytes across a partition and its heal, under
-//! paused time: the 30 virtual seconds of the partition pass at once.
+//! A user's handler, tested on the in-memory network with paused time: it answers
+//! `ping` with `pong`; then the cable is cut, and the server's 60-second idle timeout
+//! drops the silent client. The test takes milliseconds of wall time.
 //!
 //! ```
-//! use std::future::poll_fn;
 //! use std::time::Duration;
 //!
-//! use bytes::BytesMut;
-//! use chitchat_core::{Addr, BindOptions, Binder, Connection, Connector, Listener};
-//! use chitchat_testkit::{Event, LinkConfig, Network};
+//! use bytes::Bytes;
+//! use chitchat_core::{Addr, CloseReason, Event, ReadContext};
+//! use chitchat_testkit::Network;
+//! use chitchat_tokio::{Client, Server};
+//! use futures::StreamExt;
+//! use tokio::time::Instant;
+//!
+//! /// The handler under test.
+//! fn pong(ctx: &mut dyn ReadContext<()>, frame: Bytes) {
+//!     if frame == "ping" {
+//!         let _ = ctx.reply(b"pong");
+//!     }
+//! }
 //!
 //! #[tokio::main(flavor = "current_thread", start_paused = true)]
-//! async fn main() -> std::io::Result<()> {
-//!     let net = Network::new(7); // the seed of every random choice
-//!     let server = net.host([10, 0, 0, 1]);
-//!     let client = net.host([10, 0, 0, 2]);
-//!     net.set_pair(&server, &client, LinkConfig::default().latency(Duration::from_millis(20)));
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let net = Network::new(42); // one seed drives every random choice
+//!     let server_host = net.host([10, 0, 0, 1]);
+//!     let client_host = net.host([10, 0, 0, 2]);
 //!
-//!     let addr: Addr = "10.0.0.1:7878".parse().unwrap();
-//!     let mut listener = server.bind(&addr, &BindOptions::default())?;
-//!     let mut conn = client.connect(&addr).await?; // one round trip: 40 ms
-//!     let (mut accepted, peer) = poll_fn(|cx| listener.poll_accept(cx)).await?;
-//!     assert_eq!(peer, conn.local_addr()?);
+//!     // The engine is the one that runs on TCP; only the transport differs.
+//!     let server = Server::builder("10.0.0.1:7000".parse::<Addr>()?)
+//!         .on_frame(pong)
+//!         .idle_timeout(Duration::from_secs(60))
+//!         .listen_on(&server_host)
+//!         .await?;
+//!     let mut events = server.events();
 //!
-//!     // Cut the cable, then write: the bytes are held, not lost.
-//!     net.partition(&server, &client);
-//!     poll_fn(|cx| conn.poll_write(cx, b"ping")).await?;
-//!     let mut buf = BytesMut::with_capacity(64);
-//!     let waited = tokio::time::timeout(
-//!         Duration::from_secs(30),
-//!         poll_fn(|cx| accepted.poll_read(cx, &mut buf)),
-//!     )
-//!     .await;
-//!     assert!(waited.is_err(), "nothing crosses a partition");
+//!     let (tx, mut replies) = tokio::sync::mpsc::unbounded_channel();
+//!     let client = Client::with_state(server.local_addr(), tx)
+//!         .on_frame(|ctx, frame| {
+//!             let _ = ctx.state().send(frame);
+//!         })
+//!         .connect_with(&client_host)
+//!         .await?;
+//!     client.write(b"ping")?;
+//!     assert_eq!(replies.recv().await.unwrap(), "pong");
 //!
-//!     // Plug it back: the bytes arrive one link delay later.
-//!     net.heal(&server, &client);
-//!     poll_fn(|cx| accepted.poll_read(cx, &mut buf)).await?;
-//!     assert_eq!(&buf[..], b"ping");
+//!     // Cut the cable: nothing arrives, and 60 virtual seconds later the server
+//!     // gives up on the client.
+//!     net.partition(&server_host, &client_host);
+//!     let cut_at = Instant::now();
+//!     let closed = loop {
+//!         if let Some(Event::Closed(closed)) = events.next().await {
+//!             break closed;
+//!         }
+//!     };
+//!     assert_eq!(closed.reason, CloseReason::IdleTimeout);
+//!     assert_eq!(closed.peer, client.local_addr());
+//!     assert!(cut_at.elapsed() >= Duration::from_secs(60));
 //!
-//!     // Half-close: the peer reads EOF after the data.
-//!     poll_fn(|cx| conn.poll_shutdown(cx)).await?;
-//!     assert_eq!(poll_fn(|cx| accepted.poll_read(cx, &mut buf)).await?, 0);
-//!
-//!     // The trace tells what happened, and when (virtual time).
-//!     for entry in net.trace() {
-//!         println!("{entry}");
-//!     }
-//!     let delivered = net.trace().into_iter().find(|e| matches!(e.event, Event::Delivered { .. }));
-//!     assert_eq!(delivered.unwrap().at, Duration::from_millis(40 + 30_000 + 20));
+//!     // Plug it back in: the server's FIN, held by the partition, reaches the client.
+//!     net.heal(&server_host, &client_host);
+//!     assert_eq!(client.closed().await.reason, CloseReason::PeerEof);
+//!     server.cut().await;
 //!     Ok(())
 //! }
 //! ```
