@@ -6,7 +6,7 @@
 //! so the same suite runs on loopback TCP ([`TcpHarness`]) and on the in-memory
 //! network, and on any transport you write yourself:
 //!
-//! ```ignore
+//! ```text
 //! mod conformance {
 //!     mod my_transport {
 //!         chitchat_testkit::conformance_tests!(MyHarness::new(), tokio::test);
