@@ -20,6 +20,10 @@ use std::time::Duration;
 /// enough that 10 000 connections each holding an unfinished one stay under 1 GiB.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 64 * 1024;
 
+/// Default server-wide budget for bytes held in unfinished frames: a thousand
+/// peers each one maximum frame deep. Past it, the peer holding the most is shed.
+pub const DEFAULT_PARTIAL_FRAME_BUDGET: usize = 1024 * DEFAULT_MAX_FRAME_LEN;
+
 /// Default bound on bytes queued for one peer that are not yet written to its socket.
 /// Four maximum frames: a burst of replies fits, a peer that stops reading does not
 /// make the server hold more than this for it.
@@ -112,6 +116,10 @@ pub struct ConnConfig {
     /// Close the connection when nothing at all arrives for this long; restarts on
     /// every read. `None`: wait forever.
     pub idle_timeout: Option<Duration>,
+    /// Close the connection when a frame, once begun, is not finished within this
+    /// time: bounds a peer that trickles one byte just inside the idle timeout.
+    /// `None`: no limit.
+    pub frame_timeout: Option<Duration>,
     /// Close the connection when queued output makes no progress for this long (the
     /// peer stopped reading). `None`: wait forever, bounded by `max_outbound` only.
     pub write_timeout: Option<Duration>,
@@ -129,6 +137,7 @@ impl Default for ConnConfig {
             frame: FrameConfig::default(),
             oversize: OversizePolicy::Close,
             idle_timeout: None,
+            frame_timeout: None,
             write_timeout: None,
             max_outbound: DEFAULT_MAX_OUTBOUND,
             linger: Duration::from_secs(5),
@@ -147,6 +156,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Pending connections the kernel queues before `accept` (see [`DEFAULT_BACKLOG`]).
     pub backlog: u32,
+    /// Bytes of unfinished frames all connections together may hold; past it the
+    /// connection holding the most is shed (see [`DEFAULT_PARTIAL_FRAME_BUDGET`]).
+    pub partial_frame_budget: usize,
     /// Events kept for a reader of the event stream; when it is full the oldest
     /// event is dropped and counted, so an unread stream never slows the server.
     pub event_capacity: usize,
@@ -158,6 +170,7 @@ impl Default for ServerConfig {
             conn: ConnConfig::default(),
             max_connections: 100_000,
             backlog: DEFAULT_BACKLOG,
+            partial_frame_budget: DEFAULT_PARTIAL_FRAME_BUDGET,
             event_capacity: 1024,
         }
     }

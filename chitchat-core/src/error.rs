@@ -130,6 +130,26 @@ pub enum ConnError {
         /// The configured idle timeout.
         after: Duration,
     },
+    /// A frame was begun and not finished within the frame timeout (a peer that
+    /// trickles bytes just fast enough to dodge the idle timeout).
+    #[error("{peer} took longer than {after:?} to finish a frame")]
+    FrameTimeout {
+        /// The slow peer.
+        peer: Addr,
+        /// The configured frame timeout.
+        after: Duration,
+    },
+    /// The server held more bytes of unfinished frames than its budget, and this
+    /// peer held the most: it was dropped to make room.
+    #[error("shed {peer}: it held {held} bytes of an unfinished frame when the server's {budget}-byte budget ran out")]
+    Shed {
+        /// The peer dropped.
+        peer: Addr,
+        /// Bytes of its unfinished frame.
+        held: usize,
+        /// The server-wide budget.
+        budget: usize,
+    },
     /// Queued output made no progress for the write timeout.
     #[error("{peer} accepted no data for {after:?}")]
     WriteTimeout {
@@ -191,6 +211,8 @@ pub enum ConnErrorKind {
     FrameTooLong,
     TruncatedFrame,
     IdleTimeout,
+    FrameTimeout,
+    Shed,
     WriteTimeout,
     OutboundFull,
     Refused,
@@ -206,6 +228,8 @@ impl ConnError {
             ConnError::FrameTooLong { .. } => ConnErrorKind::FrameTooLong,
             ConnError::TruncatedFrame { .. } => ConnErrorKind::TruncatedFrame,
             ConnError::IdleTimeout { .. } => ConnErrorKind::IdleTimeout,
+            ConnError::FrameTimeout { .. } => ConnErrorKind::FrameTimeout,
+            ConnError::Shed { .. } => ConnErrorKind::Shed,
             ConnError::WriteTimeout { .. } => ConnErrorKind::WriteTimeout,
             ConnError::OutboundFull { .. } => ConnErrorKind::OutboundFull,
             ConnError::Refused { .. } => ConnErrorKind::Refused,
@@ -221,6 +245,8 @@ impl ConnError {
             ConnError::FrameTooLong { peer, .. }
             | ConnError::TruncatedFrame { peer, .. }
             | ConnError::IdleTimeout { peer, .. }
+            | ConnError::FrameTimeout { peer, .. }
+            | ConnError::Shed { peer, .. }
             | ConnError::WriteTimeout { peer, .. }
             | ConnError::OutboundFull { peer, .. }
             | ConnError::Refused { peer, .. }

@@ -25,6 +25,10 @@ pub enum CloseReason {
     PeerReset,
     /// Nothing arrived for the idle timeout.
     IdleTimeout,
+    /// A frame was not finished within the frame timeout.
+    FrameTimeout,
+    /// Dropped to keep the server's unfinished-frame bytes within budget.
+    Shed,
     /// The peer sent a frame over the limit (with [`OversizePolicy::Close`](crate::OversizePolicy)).
     FrameTooLong,
     /// The peer did not read: the write timeout or the outbound bound was hit.

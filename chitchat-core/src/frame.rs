@@ -99,14 +99,11 @@ impl Framer {
         &self.config
     }
 
-    /// How many bytes of `buf` belong to frames not yet delivered and not being
-    /// discarded: what an unfinished frame currently costs.
-    pub fn pending_len(&self, buf: &BytesMut) -> usize {
-        if self.discarding {
-            0
-        } else {
-            buf.len()
-        }
+    /// True while a frame has begun and not ended: bytes of it are buffered, or the
+    /// rest of an oversized one is being skipped. A deadline on frame completion
+    /// runs while this holds.
+    pub fn is_mid_frame(&self, buf: &BytesMut) -> bool {
+        !buf.is_empty() || self.discarding
     }
 
     /// Takes the next complete frame off the front of `buf`.

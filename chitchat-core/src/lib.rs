@@ -49,7 +49,7 @@ pub use addr::{Addr, AddrParseError};
 pub use client::Client;
 pub use config::{
     ClientConfig, ConnConfig, Delimiter, FrameConfig, OversizePolicy, ServerConfig,
-    DEFAULT_BACKLOG, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND,
+    DEFAULT_BACKLOG, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND, DEFAULT_PARTIAL_FRAME_BUDGET,
 };
 pub use context::{Handler, IgnoreFrames, ReadContext};
 pub use error::{BindError, ConnError, ConnErrorKind, ConnectError, WriteError};

@@ -29,6 +29,13 @@ macro_rules! conn_setters {
             self
         }
 
+        /// Close the connection when a frame, once begun, is not finished within this
+        /// time (default: no limit).
+        pub fn frame_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.config.conn.frame_timeout = Some(timeout);
+            self
+        }
+
         /// Give up on the peer when queued output makes no progress for this long
         /// (default: never).
         pub fn write_timeout(mut self, timeout: std::time::Duration) -> Self {

@@ -124,6 +124,7 @@ impl<S: Send + Sync + 'static> ClientBuilder<S> {
             config,
             handler: self.handler,
             state: self.state,
+            budget: None,
         });
         let driver = Driver::new(conn, shared.clone(), params.clone());
         tokio::spawn(async move {

@@ -26,6 +26,7 @@ use chitchat_core::{
 };
 use tokio::time::{sleep_until, Instant, Sleep};
 
+use crate::budget::PartialBudget;
 use crate::handle::{CloseRequest, ConnHandle};
 use crate::timeouts::LiveTimeouts;
 
@@ -45,6 +46,8 @@ pub(crate) struct ConnParams<S> {
     pub(crate) timeouts: Arc<LiveTimeouts>,
     pub(crate) handler: Arc<dyn Handler<S>>,
     pub(crate) state: Arc<S>,
+    /// The server's budget for unfinished frames (servers only).
+    pub(crate) budget: Option<Arc<PartialBudget>>,
 }
 
 /// How the task ended.
@@ -106,6 +109,11 @@ pub(crate) struct Driver<C, S> {
     /// Set by the handler or a full queue: end now, without flushing.
     abort: Option<CloseReason>,
     last_read: Instant,
+    /// When the unfinished frame at the front of the input began, for the frame
+    /// timeout.
+    frame_started: Option<Instant>,
+    /// Unfinished-frame bytes last reported to the server's budget.
+    partial_reported: usize,
     /// Since when queued output has been waiting without progress.
     write_stalled_since: Option<Instant>,
     /// One timer for the nearest deadline; allocated the first time one is needed.
@@ -129,6 +137,8 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             read_eof: false,
             abort: None,
             last_read: Instant::now(),
+            frame_started: None,
+            partial_reported: 0,
             write_stalled_since: None,
             timer: None,
         }
@@ -308,9 +318,29 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
                 } else {
                     self.read_buf.clear();
                 }
+                self.track_unfinished_frame();
                 Ok(true)
             }
             Poll::Ready(Err(err)) => Err(self.fail(err)),
+        }
+    }
+
+    /// Starts or stops the frame clock, and reports what an unfinished frame holds.
+    fn track_unfinished_frame(&mut self) {
+        if !self.framer.is_mid_frame(&self.read_buf) {
+            self.frame_started = None;
+        } else if self.frame_started.is_none() {
+            self.frame_started = Some(self.last_read);
+        }
+        self.report_partial(self.read_buf.len());
+    }
+
+    fn report_partial(&mut self, held: usize) {
+        if held != self.partial_reported {
+            if let Some(budget) = &self.params.budget {
+                budget.update(&self.shared, self.partial_reported, held);
+            }
+            self.partial_reported = held;
         }
     }
 
@@ -335,6 +365,8 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             }
         }
         self.read_buf = BytesMut::new();
+        self.frame_started = None;
+        self.report_partial(0);
         self.begin_closing(CloseReason::PeerEof, None);
     }
 
@@ -401,7 +433,10 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         let linger = linger.unwrap_or(self.params.config.linger);
         // A peer that went quiet (idle) or already finished (EOF) has nothing in
         // flight that could turn our close into a reset.
-        let drain = !matches!(reason, CloseReason::IdleTimeout | CloseReason::PeerEof);
+        let drain = !matches!(
+            reason,
+            CloseReason::IdleTimeout | CloseReason::PeerEof | CloseReason::FrameTimeout
+        );
         self.phase = Phase::Closing {
             reason,
             deadline: Instant::now() + linger,
@@ -462,6 +497,19 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
                 }
                 deadline.map(&mut consider);
             }
+            if let (Some(after), Some(started)) =
+                (self.params.config.frame_timeout, self.frame_started)
+            {
+                let deadline = started.checked_add(after);
+                if deadline.is_some_and(|d| now >= d) {
+                    self.shared
+                        .events()
+                        .error(ConnError::FrameTimeout { peer, after });
+                    self.begin_closing(CloseReason::FrameTimeout, None);
+                    return Ok(true);
+                }
+                deadline.map(&mut consider);
+            }
         }
         if !self.out.is_empty() {
             if let Some(after) = self.params.timeouts.write() {
@@ -495,6 +543,8 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
 
     fn finish(&mut self, end: End) -> Finished {
         self.timer = None;
+        // Before reporting closed: the budget counts a closed connection as gone.
+        self.report_partial(0);
         self.shared.close_writes();
         self.shared.queued.store(0, Ordering::Release);
         let event = CloseEvent::new(self.peer(), end.reason, self.stats);

@@ -56,6 +56,8 @@ pub(crate) struct ConnShared {
     /// Bytes queued and not yet written to the transport: the inbox's and the
     /// task's together. One counter, so the outbound bound is exact.
     pub(crate) queued: AtomicUsize,
+    /// Bytes of an unfinished frame the task holds, for the server's budget.
+    pub(crate) partial: AtomicUsize,
     waker: AtomicWaker,
     /// Woken when the task's queue empties, for `flush`.
     pub(crate) drained: Notify,
@@ -83,6 +85,7 @@ impl ConnShared {
             inbox_ready: AtomicBool::new(false),
             write_closed: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
+            partial: AtomicUsize::new(0),
             waker: AtomicWaker::new(),
             drained: Notify::new(),
             closed: OnceLock::new(),

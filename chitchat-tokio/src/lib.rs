@@ -6,6 +6,8 @@
 //! - [`client`]: [`Client`] and its builder: dial with a timeout, write, close.
 //! - `conn`: the task of one connection, the same for every transport and both sides.
 //! - `handle`: what other tasks can reach of a connection (queue, close request).
+//! - `registry`: the live connections of a server, by peer address.
+//! - `budget`: the server-wide budget for bytes held in unfinished frames.
 //! - `shutdown`: cut and graceful drain.
 //! - [`tcp`]: the TCP transport.
 //!
@@ -44,10 +46,12 @@
 //! ```
 #![deny(missing_docs)]
 
+mod budget;
 mod builder;
 pub mod client;
 mod conn;
 mod handle;
+mod registry;
 pub mod server;
 mod shutdown;
 pub mod tcp;

@@ -2,9 +2,8 @@
 //! accepted connection runs on its own task ([`conn`](crate::conn)), whatever the
 //! transport: the accept loop is generic over chitchat-core's `Listener`.
 
-use std::collections::HashMap;
 use std::future::poll_fn;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,8 +15,10 @@ use chitchat_core::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::PartialBudget;
 use crate::conn::{ConnParams, Driver};
 use crate::handle::{CloseRequest, ConnHandle, ConnShared};
+use crate::registry::Registry;
 use crate::shutdown::Shutdown;
 use crate::tcp::Tcp;
 use crate::timeouts::LiveTimeouts;
@@ -39,7 +40,7 @@ pub struct Server<S = ()> {
 
 struct ServerShared<S> {
     local: Addr,
-    registry: Mutex<HashMap<Addr, ConnHandle>>,
+    registry: Arc<Registry>,
     params: Arc<ConnParams<S>>,
     /// Encodes broadcasts once, to check them before any peer gets one.
     framer: Framer,
@@ -87,6 +88,13 @@ impl<S: Send + Sync + 'static> ServerBuilder<S> {
     }
 
     crate::builder::conn_setters!();
+
+    /// Bytes of unfinished frames all connections may hold together; past it the
+    /// connection holding the most is dropped.
+    pub fn partial_frame_budget(mut self, bytes: usize) -> Self {
+        self.config.partial_frame_budget = bytes;
+        self
+    }
 
     /// Connections served at once; more are refused at accept.
     pub fn max_connections(mut self, max: usize) -> Self {
@@ -140,15 +148,22 @@ impl<S: Send + Sync + 'static> ServerBuilder<S> {
         let local = listener.local_addr().map_err(bind_error)?;
         let (events, event_stream) = event_queue(self.config.event_capacity.max(1));
         let conn = self.config.conn;
+        let registry = Arc::new(Registry::default());
+        let budget = PartialBudget::new(
+            self.config.partial_frame_budget,
+            registry.clone(),
+            events.clone(),
+        );
         let inner = Arc::new(ServerShared {
             local,
-            registry: Mutex::new(HashMap::new()),
+            registry,
             framer: Framer::new(conn.frame),
             params: Arc::new(ConnParams {
                 timeouts: Arc::new(LiveTimeouts::new(conn.idle_timeout, conn.write_timeout)),
                 config: conn,
                 handler: self.handler,
                 state: self.state,
+                budget: Some(Arc::new(budget)),
             }),
             max_connections: self.config.max_connections,
             events,
@@ -202,27 +217,11 @@ fn is_peer_gone(err: &std::io::Error) -> bool {
 }
 
 impl<S: Send + Sync + 'static> ServerShared<S> {
-    fn lock_registry(&self) -> std::sync::MutexGuard<'_, HashMap<Addr, ConnHandle>> {
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Registers an accepted connection and starts its task, or refuses it at once.
     fn admit<C: Connection>(self: &Arc<Self>, conn: C, peer: Addr) {
-        let mut registry = self.lock_registry();
-        if registry.len() >= self.max_connections {
-            drop(registry);
-            // Refused before anything is allocated for it: no task, no buffer.
-            drop(conn);
-            self.events.error(ConnError::Refused {
-                peer,
-                limit: self.max_connections,
-            });
-            self.events.emit(Event::Closed(CloseEvent::new(
-                peer,
-                CloseReason::Refused,
-                ConnStats::default(),
-            )));
-            return;
+        // Checked first so that a flood of refusals costs no allocation or syscall.
+        if self.registry.len() >= self.max_connections {
+            return self.refuse(conn, peer);
         }
         let local = conn.local_addr().unwrap_or(self.local);
         let config = &self.params.config;
@@ -234,44 +233,47 @@ impl<S: Send + Sync + 'static> ServerShared<S> {
             true,
             self.events.clone(),
         ));
-        registry.insert(peer, handle.clone());
-        drop(registry);
+        if !self
+            .registry
+            .insert_within(handle.clone(), self.max_connections)
+        {
+            return self.refuse(conn, peer);
+        }
         let driver = Driver::new(conn, handle.clone(), self.params.clone());
         let server = self.clone();
         self.shutdown.tracker.spawn(async move {
             let finished = driver.await;
-            server.forget(&handle);
+            server.registry.remove(&handle);
             server.shutdown.record(&finished);
             server.events.emit(Event::Closed(finished.event));
         });
     }
 
-    fn forget(&self, handle: &ConnHandle) {
-        let mut registry = self.lock_registry();
-        if registry
-            .get(&handle.peer)
-            .is_some_and(|h| Arc::ptr_eq(h, handle))
-        {
-            registry.remove(&handle.peer);
-        }
+    /// Closes a connection over the limit: no task, no buffer, two events.
+    fn refuse<C: Connection>(&self, conn: C, peer: Addr) {
+        drop(conn);
+        self.events.error(ConnError::Refused {
+            peer,
+            limit: self.max_connections,
+        });
+        self.events.emit(Event::Closed(CloseEvent::new(
+            peer,
+            CloseReason::Refused,
+            ConnStats::default(),
+        )));
     }
 
     fn handle(&self, peer: &Addr) -> Result<ConnHandle, WriteError> {
-        self.lock_registry()
+        self.registry
             .get(peer)
-            .cloned()
             .ok_or(WriteError::UnknownPeer { peer: *peer })
     }
 
     /// Wakes every connection task so it re-reads its timeouts.
     fn nudge_all(&self) {
-        for conn in self.lock_registry().values() {
+        for conn in self.registry.all() {
             conn.nudge();
         }
-    }
-
-    fn connections(&self) -> Vec<ConnHandle> {
-        self.lock_registry().values().cloned().collect()
     }
 }
 
@@ -283,12 +285,12 @@ impl<S: Send + Sync + 'static> Server<S> {
 
     /// The peers currently connected.
     pub fn remote_addrs(&self) -> Vec<Addr> {
-        self.inner.lock_registry().keys().copied().collect()
+        self.inner.registry.addrs()
     }
 
     /// How many connections are open.
     pub fn connection_count(&self) -> usize {
-        self.inner.lock_registry().len()
+        self.inner.registry.len()
     }
 
     /// Closes the connection from `peer` once its queued output is written.
@@ -329,7 +331,8 @@ impl<S: Send + Sync + 'static> Server<S> {
             })?;
         let sent = self
             .inner
-            .connections()
+            .registry
+            .all()
             .iter()
             .filter(|conn| conn.write(payload).is_ok())
             .count();
@@ -364,7 +367,7 @@ impl<S: Send + Sync + 'static> Server<S> {
     /// Returns when every task has ended and the address can be bound again.
     pub async fn cut(&self) -> ShutdownReport {
         let inner = &self.inner;
-        let report = inner.shutdown.cut(|| inner.connections()).await;
+        let report = inner.shutdown.cut(|| inner.registry.all()).await;
         inner.events.close();
         report
     }
@@ -373,7 +376,7 @@ impl<S: Send + Sync + 'static> Server<S> {
     /// to `grace`, then drops the rest. Returns when every task has ended.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let inner = &self.inner;
-        let report = inner.shutdown.drain(grace, || inner.connections()).await;
+        let report = inner.shutdown.drain(grace, || inner.registry.all()).await;
         inner.events.close();
         report
     }
@@ -381,15 +384,7 @@ impl<S: Send + Sync + 'static> Server<S> {
 
 impl<S> Drop for Server<S> {
     fn drop(&mut self) {
-        let connections = self
-            .inner
-            .registry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        self.inner.shutdown.abandon(connections);
+        self.inner.shutdown.abandon(self.inner.registry.all());
     }
 }
 

@@ -558,6 +558,80 @@ pub async fn idle_timeout_closes_silent_peer<H: Harness>(h: &H) {
     server.cut().await;
 }
 
+/// A peer that trickles a frame just fast enough to dodge the idle timeout is
+/// closed by the frame timeout; a well-behaved peer is not.
+pub async fn frame_timeout_closes_slow_trickler<H: Harness>(h: &H) {
+    let idle = Duration::from_millis(400);
+    let server = echo_server(h, |b| {
+        b.idle_timeout(idle)
+            .frame_timeout(Duration::from_millis(1000))
+    })
+    .await;
+    let mut events = server.events();
+    let mut slow = raw(h, server.local_addr()).await;
+    let mut good = raw(h, server.local_addr()).await;
+    let started = tokio::time::Instant::now();
+    let mut closed_early = false;
+    // One byte every 300 ms, never a delimiter; the good peer sends whole frames.
+    for i in 0..10 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if slow.write_all(b"x").await.is_err() {
+            closed_early = true;
+        }
+        good.write_all(format!("{i}\n").as_bytes()).await.unwrap();
+        assert_eq!(read_frame(&mut good).await, format!("{i}"));
+        if closed_early {
+            break;
+        }
+    }
+    let err = next_error(&mut events, ConnErrorKind::FrameTimeout).await;
+    assert_eq!(err.addr(), slow.local_addr());
+    let closed = next_close(&mut events).await;
+    assert_eq!(closed.reason, CloseReason::FrameTimeout);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    server.cut().await;
+}
+
+/// When unfinished frames together pass the server's budget, the peer holding the
+/// most is shed; the others keep their partial frames and finish them.
+pub async fn partial_frame_budget_sheds_largest_holder<H: Harness>(h: &H) {
+    let server = echo_server(h, |b| b.partial_frame_budget(1000)).await;
+    let mut events = server.events();
+    let mut big = raw(h, server.local_addr()).await;
+    let mut small = raw(h, server.local_addr()).await;
+    let mut last = raw(h, server.local_addr()).await;
+    // Each partial is confirmed held before the next: a frame after it echoes.
+    big.write_all(b"ok\n").await.unwrap();
+    read_frame(&mut big).await;
+    big.write_all(&[b'b'; 600]).await.unwrap();
+    small.write_all(&[b's'; 300]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    last.write_all(&[b'l'; 200]).await.unwrap();
+    let err = next_error(&mut events, ConnErrorKind::Shed).await;
+    assert_eq!(err.addr(), big.local_addr());
+    assert!(
+        matches!(
+            err,
+            chitchat_core::ConnError::Shed {
+                held: 600,
+                budget: 1000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(next_close(&mut events).await.reason, CloseReason::Shed);
+    small.write_all(b"\n").await.unwrap();
+    assert_eq!(read_frame(&mut small).await.len(), 300);
+    last.write_all(b"\n").await.unwrap();
+    assert_eq!(read_frame(&mut last).await.len(), 200);
+    server.cut().await;
+}
+
 /// The idle timeout counts from the last read, not from the connect.
 pub async fn idle_timeout_restarts_on_every_read<H: Harness>(h: &H) {
     let idle = Duration::from_millis(400);

@@ -88,6 +88,8 @@ macro_rules! conformance_tests {
             connect_times_out
             idle_timeout_closes_silent_peer
             idle_timeout_restarts_on_every_read
+            frame_timeout_closes_slow_trickler
+            partial_frame_budget_sheds_largest_holder
             read_timeout_can_change_while_running
             write_timeout_drops_peer_that_stops_reading
             outbound_bound_drops_slow_consumer
