@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use crate::addr::Addr;
 use crate::error::WriteError;
 use crate::event::{CloseEvent, EventStream};
+use crate::stats::Stats;
 
 /// A connected client.
 #[async_trait]
@@ -52,4 +53,7 @@ pub trait Client: Send + Sync {
 
     /// The stream of background errors and the close event.
     fn events(&self) -> EventStream;
+
+    /// The counters of the connection.
+    fn stats(&self) -> Stats;
 }

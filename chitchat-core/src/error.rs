@@ -221,6 +221,28 @@ pub enum ConnErrorKind {
     Accept,
 }
 
+impl ConnErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ConnErrorKind; 11] = [
+        ConnErrorKind::FrameTooLong,
+        ConnErrorKind::TruncatedFrame,
+        ConnErrorKind::IdleTimeout,
+        ConnErrorKind::FrameTimeout,
+        ConnErrorKind::Shed,
+        ConnErrorKind::WriteTimeout,
+        ConnErrorKind::OutboundFull,
+        ConnErrorKind::Refused,
+        ConnErrorKind::HandlerPanic,
+        ConnErrorKind::Io,
+        ConnErrorKind::Accept,
+    ];
+
+    /// Position in [`ALL`](Self::ALL), for counting by kind.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 impl ConnError {
     /// The kind of error.
     pub fn kind(&self) -> ConnErrorKind {

@@ -14,6 +14,7 @@ use futures::Stream;
 
 use crate::addr::Addr;
 use crate::error::ConnError;
+use crate::stats::{ErrorCounters, ErrorCounts};
 
 /// Why a connection ended. Exactly one close event is emitted per connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -134,6 +135,7 @@ pub fn event_queue(capacity: usize) -> (EventSink, EventStream) {
         EventSink {
             sender,
             dropped: dropped.clone(),
+            errors: Arc::default(),
         },
         EventStream {
             receiver: Box::pin(receiver),
@@ -147,6 +149,7 @@ pub fn event_queue(capacity: usize) -> (EventSink, EventStream) {
 pub struct EventSink {
     sender: async_channel::Sender<Event>,
     dropped: Arc<AtomicU64>,
+    errors: Arc<ErrorCounters>,
 }
 
 impl EventSink {
@@ -161,9 +164,20 @@ impl EventSink {
         }
     }
 
-    /// Queues an error event.
+    /// Counts and queues an error event.
     pub fn error(&self, error: ConnError) {
+        self.errors.count(error.kind());
         self.emit(Event::Error(error));
+    }
+
+    /// Errors reported so far, by kind.
+    pub fn error_counts(&self) -> ErrorCounts {
+        self.errors.snapshot()
+    }
+
+    /// Events dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Marks the end of the stream: readers get `None` once the queue is drained.

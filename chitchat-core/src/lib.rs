@@ -13,6 +13,7 @@
 //! - [`context`]: the [`ReadContext`] a [`Handler`] gets with each frame.
 //! - [`server`], [`client`]: the [`Server`] and [`Client`] contracts.
 //! - [`event`]: close reasons and the bounded [`EventStream`].
+//! - [`stats`]: the [`Stats`] snapshot of a server's or client's counters.
 //! - [`error`]: typed errors, each naming the address it concerns.
 //! - [`addr`]: [`Addr`], the address of an endpoint.
 //!
@@ -43,6 +44,7 @@ pub mod error;
 pub mod event;
 pub mod frame;
 pub mod server;
+pub mod stats;
 pub mod transport;
 
 pub use addr::{Addr, AddrParseError};
@@ -58,4 +60,5 @@ pub use event::{
 };
 pub use frame::{EncodeError, FrameError, Framer};
 pub use server::Server;
+pub use stats::{ErrorCounts, Stats};
 pub use transport::{BindOptions, Binder, Connection, Connector, Listener};

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use crate::addr::Addr;
 use crate::error::WriteError;
 use crate::event::{EventStream, ShutdownReport};
+use crate::stats::Stats;
 
 /// A listening server: its connections, its output, its shutdown.
 #[async_trait]
@@ -56,6 +57,9 @@ pub trait Server: Send + Sync {
 
     /// The stream of background errors and close events.
     fn events(&self) -> EventStream;
+
+    /// The counters since the server started.
+    fn stats(&self) -> Stats;
 
     /// Stops listening and drops every connection now (the Go library's `Cut`).
     /// Returns when every task has ended and the address is free again.

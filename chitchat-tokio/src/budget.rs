@@ -12,6 +12,7 @@ use chitchat_core::{CloseReason, ConnError, EventSink};
 
 use crate::handle::{CloseRequest, ConnHandle, ConnShared};
 use crate::registry::Registry;
+use crate::report;
 
 #[derive(Debug)]
 pub(crate) struct PartialBudget {
@@ -59,11 +60,14 @@ impl PartialBudget {
         let Some((chosen, held)) = self.registry.largest_partial() else {
             return;
         };
-        self.events.error(ConnError::Shed {
-            peer: chosen.peer,
-            held,
-            budget: self.limit,
-        });
+        report::error(
+            &self.events,
+            ConnError::Shed {
+                peer: chosen.peer,
+                held,
+                budget: self.limit,
+            },
+        );
         chosen.request_close(CloseRequest::Abort(CloseReason::Shed));
         *victim = Some(chosen);
     }

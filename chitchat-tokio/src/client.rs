@@ -7,11 +7,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chitchat_core::{
     event_queue, Addr, ClientConfig, CloseEvent, CloseReason, ConnectError, Connection, Connector,
-    Event, EventStream, Framer, Handler, IgnoreFrames, ReadContext, WriteError,
+    Event, EventSink, EventStream, Framer, Handler, IgnoreFrames, ReadContext, Stats, WriteError,
 };
+use tracing::Instrument;
 
 use crate::conn::{ConnParams, Driver};
 use crate::handle::{CloseRequest, ConnHandle, ConnShared};
+use crate::stats::Counters;
 use crate::tcp::Tcp;
 use crate::timeouts::LiveTimeouts;
 
@@ -21,6 +23,8 @@ use crate::timeouts::LiveTimeouts;
 pub struct Client<S = ()> {
     shared: ConnHandle,
     params: Arc<ConnParams<S>>,
+    /// Kept for `stats()`: the error counts live in the sink.
+    sink: EventSink,
     events: EventStream,
 }
 
@@ -125,16 +129,25 @@ impl<S: Send + Sync + 'static> ClientBuilder<S> {
             handler: self.handler,
             state: self.state,
             budget: None,
+            counters: Arc::<Counters>::default(),
         });
         let driver = Driver::new(conn, shared.clone(), params.clone());
-        tokio::spawn(async move {
+        let span = tracing::debug_span!("client", peer = %addr, %local);
+        span.in_scope(|| tracing::debug!("connected"));
+        params.counters.opened();
+        let counters = params.counters.clone();
+        let sink = events.clone();
+        let task = async move {
             let finished = driver.await;
+            counters.closed();
             events.emit(Event::Closed(finished.event));
             events.close();
-        });
+        };
+        tokio::spawn(task.instrument(span));
         Ok(Client {
             shared,
             params,
+            sink,
             events: event_stream,
         })
     }
@@ -217,6 +230,11 @@ impl<S: Send + Sync + 'static> Client<S> {
     pub fn events(&self) -> EventStream {
         self.events.clone()
     }
+
+    /// The counters of the connection.
+    pub fn stats(&self) -> Stats {
+        self.params.counters.snapshot(&self.sink)
+    }
 }
 
 impl<S> Drop for Client<S> {
@@ -267,5 +285,8 @@ impl<S: Send + Sync + 'static> chitchat_core::Client for Client<S> {
     }
     fn events(&self) -> EventStream {
         Client::events(self)
+    }
+    fn stats(&self) -> Stats {
+        Client::stats(self)
     }
 }

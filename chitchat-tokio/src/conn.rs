@@ -28,6 +28,8 @@ use tokio::time::{sleep_until, Instant, Sleep};
 
 use crate::budget::PartialBudget;
 use crate::handle::{CloseRequest, ConnHandle};
+use crate::report;
+use crate::stats::Counters;
 use crate::timeouts::LiveTimeouts;
 
 /// First read size. Small enough that a burst of short frames costs little memory,
@@ -48,6 +50,8 @@ pub(crate) struct ConnParams<S> {
     pub(crate) state: Arc<S>,
     /// The server's budget for unfinished frames (servers only).
     pub(crate) budget: Option<Arc<PartialBudget>>,
+    /// Totals behind `stats()`.
+    pub(crate) counters: Arc<Counters>,
 }
 
 /// How the task ended.
@@ -103,6 +107,8 @@ pub(crate) struct Driver<C, S> {
     /// are counted locally and published once per read, not once per frame.
     unpublished: usize,
     stats: ConnStats,
+    /// `stats` as last added to the shared counters.
+    stats_reported: ConnStats,
     phase: Phase,
     /// The peer shut down its write side: nothing more to read.
     read_eof: bool,
@@ -133,6 +139,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             out: BytesMut::new(),
             unpublished: 0,
             stats: ConnStats::default(),
+            stats_reported: ConnStats::default(),
             phase: Phase::Open,
             read_eof: false,
             abort: None,
@@ -375,13 +382,13 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         let events = self.shared.events();
         match err {
             FrameError::TooLong { limit } => {
-                events.error(ConnError::FrameTooLong { peer, limit });
+                report::error(events, ConnError::FrameTooLong { peer, limit });
                 if self.params.config.oversize == OversizePolicy::Close {
                     self.begin_closing(CloseReason::FrameTooLong, None);
                 }
             }
             FrameError::Truncated { len } => {
-                events.error(ConnError::TruncatedFrame { peer, len });
+                report::error(events, ConnError::TruncatedFrame { peer, len });
             }
             // FrameError is non-exhaustive; a new kind of fault closes the connection.
             _ => self.begin_closing(CloseReason::PeerReset, None),
@@ -408,10 +415,13 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         };
         if let Err(panic) = outcome {
             let message = panic_message(panic.as_ref());
-            self.shared.events().error(ConnError::HandlerPanic {
-                peer: self.peer(),
-                message,
-            });
+            report::error(
+                self.shared.events(),
+                ConnError::HandlerPanic {
+                    peer: self.peer(),
+                    message,
+                },
+            );
             self.begin_closing(CloseReason::HandlerPanic, None);
             return;
         }
@@ -452,10 +462,13 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         if let Phase::Closing { reason, .. } = self.phase {
             return End { reason, flushed };
         }
-        self.shared.events().error(ConnError::Io {
-            peer: self.peer(),
-            source: Arc::new(err),
-        });
+        report::error(
+            self.shared.events(),
+            ConnError::Io {
+                peer: self.peer(),
+                source: Arc::new(err),
+            },
+        );
         End {
             reason: CloseReason::PeerReset,
             flushed,
@@ -489,9 +502,10 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             if let Some(idle) = self.params.timeouts.idle() {
                 let deadline = self.last_read.checked_add(idle);
                 if deadline.is_some_and(|d| now >= d) {
-                    self.shared
-                        .events()
-                        .error(ConnError::IdleTimeout { peer, after: idle });
+                    report::error(
+                        self.shared.events(),
+                        ConnError::IdleTimeout { peer, after: idle },
+                    );
                     self.begin_closing(CloseReason::IdleTimeout, None);
                     return Ok(true);
                 }
@@ -502,9 +516,10 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             {
                 let deadline = started.checked_add(after);
                 if deadline.is_some_and(|d| now >= d) {
-                    self.shared
-                        .events()
-                        .error(ConnError::FrameTimeout { peer, after });
+                    report::error(
+                        self.shared.events(),
+                        ConnError::FrameTimeout { peer, after },
+                    );
                     self.begin_closing(CloseReason::FrameTimeout, None);
                     return Ok(true);
                 }
@@ -516,9 +531,10 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
                 let since = *self.write_stalled_since.get_or_insert(now);
                 let deadline = since.checked_add(after);
                 if deadline.is_some_and(|d| now >= d) {
-                    self.shared
-                        .events()
-                        .error(ConnError::WriteTimeout { peer, after });
+                    report::error(
+                        self.shared.events(),
+                        ConnError::WriteTimeout { peer, after },
+                    );
                     return Err(End {
                         reason: CloseReason::WriteStalled,
                         flushed: false,
@@ -541,12 +557,29 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         Ok(timer.as_mut().poll(cx).is_ready())
     }
 
+    /// Adds this connection's traffic since the last report to the shared totals.
+    fn report_traffic(&mut self) {
+        if self.stats != self.stats_reported {
+            self.params.counters.add(&self.stats, &self.stats_reported);
+            self.stats_reported = self.stats;
+        }
+    }
+
     fn finish(&mut self, end: End) -> Finished {
         self.timer = None;
         // Before reporting closed: the budget counts a closed connection as gone.
         self.report_partial(0);
         self.shared.close_writes();
         self.shared.queued.store(0, Ordering::Release);
+        self.report_traffic();
+        tracing::debug!(
+            reason = ?end.reason,
+            frames_in = self.stats.frames_in,
+            frames_out = self.stats.frames_out,
+            bytes_in = self.stats.bytes_in,
+            bytes_out = self.stats.bytes_out,
+            "closed"
+        );
         let event = CloseEvent::new(self.peer(), end.reason, self.stats);
         self.shared.set_closed(event.clone());
         Finished {
@@ -570,6 +603,7 @@ impl<C: Connection, S: Send + Sync + 'static> Future for Driver<C, S> {
             match step {
                 Ok(true) => continue,
                 Ok(false) => {
+                    this.report_traffic();
                     // Going idle: hold no output buffer either.
                     if this.out.is_empty() && this.out.capacity() > 0 {
                         this.out = BytesMut::new();
@@ -580,6 +614,7 @@ impl<C: Connection, S: Send + Sync + 'static> Future for Driver<C, S> {
             }
         }
         // Still busy: let the other connections on this worker run first.
+        this.report_traffic();
         cx.waker().wake_by_ref();
         Poll::Pending
     }
@@ -629,9 +664,10 @@ impl<S> ReadContext<S> for Ctx<'_, S> {
         let limit = self.shared.max_outbound();
         if self.shared.queued() + *self.unpublished + payload.len() + 1 > limit {
             if self.shared.drops_when_full() {
-                self.shared
-                    .events()
-                    .error(ConnError::OutboundFull { peer, limit });
+                report::error(
+                    self.shared.events(),
+                    ConnError::OutboundFull { peer, limit },
+                );
                 *self.request = Some(Request::Abort(CloseReason::WriteStalled));
             }
             return Err(WriteError::OutboundFull { peer, limit });

@@ -11,6 +11,8 @@ use chitchat_core::{Addr, CloseEvent, CloseReason, ConnError, EventSink, Framer,
 use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 
+use crate::report;
+
 /// How a connection should end, as asked from outside its task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum CloseRequest {
@@ -117,7 +119,7 @@ impl ConnShared {
                 inbox.close = Some(CloseRequest::Abort(CloseReason::WriteStalled));
                 self.write_closed.store(true, Ordering::Release);
                 drop(inbox);
-                self.events.error(ConnError::OutboundFull { peer, limit });
+                report::error(&self.events, ConnError::OutboundFull { peer, limit });
                 self.wake();
             }
             return Err(WriteError::OutboundFull { peer, limit });

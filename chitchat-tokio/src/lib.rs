@@ -52,8 +52,10 @@ pub mod client;
 mod conn;
 mod handle;
 mod registry;
+mod report;
 pub mod server;
 mod shutdown;
+mod stats;
 pub mod tcp;
 mod timeouts;
 

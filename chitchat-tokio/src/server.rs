@@ -11,15 +11,18 @@ use bytes::Bytes;
 use chitchat_core::{
     event_queue, Addr, BindError, BindOptions, Binder, CloseEvent, CloseReason, ConnError,
     ConnStats, Connection, Event, EventSink, EventStream, Framer, Handler, IgnoreFrames, Listener,
-    ReadContext, ServerConfig, ShutdownReport, WriteError,
+    ReadContext, ServerConfig, ShutdownReport, Stats, WriteError,
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::budget::PartialBudget;
 use crate::conn::{ConnParams, Driver};
 use crate::handle::{CloseRequest, ConnHandle, ConnShared};
 use crate::registry::Registry;
+use crate::report;
 use crate::shutdown::Shutdown;
+use crate::stats::Counters;
 use crate::tcp::Tcp;
 use crate::timeouts::LiveTimeouts;
 
@@ -164,6 +167,7 @@ impl<S: Send + Sync + 'static> ServerBuilder<S> {
                 handler: self.handler,
                 state: self.state,
                 budget: Some(Arc::new(budget)),
+                counters: Arc::<Counters>::default(),
             }),
             max_connections: self.config.max_connections,
             events,
@@ -196,10 +200,13 @@ async fn accept_loop<L: Listener, S: Send + Sync + 'static>(
             }
             Err(err) if is_peer_gone(&err) => {}
             Err(err) => {
-                server.events.error(ConnError::Accept {
-                    local: server.local,
-                    source: Arc::new(err),
-                });
+                report::error(
+                    &server.events,
+                    ConnError::Accept {
+                        local: server.local,
+                        source: Arc::new(err),
+                    },
+                );
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
@@ -239,23 +246,32 @@ impl<S: Send + Sync + 'static> ServerShared<S> {
         {
             return self.refuse(conn, peer);
         }
+        let span = tracing::debug_span!("conn", %peer, %local);
+        span.in_scope(|| tracing::debug!("accepted"));
+        self.params.counters.opened();
         let driver = Driver::new(conn, handle.clone(), self.params.clone());
         let server = self.clone();
-        self.shutdown.tracker.spawn(async move {
+        let task = async move {
             let finished = driver.await;
+            server.params.counters.closed();
             server.registry.remove(&handle);
             server.shutdown.record(&finished);
             server.events.emit(Event::Closed(finished.event));
-        });
+        };
+        self.shutdown.tracker.spawn(task.instrument(span));
     }
 
     /// Closes a connection over the limit: no task, no buffer, two events.
     fn refuse<C: Connection>(&self, conn: C, peer: Addr) {
         drop(conn);
-        self.events.error(ConnError::Refused {
-            peer,
-            limit: self.max_connections,
-        });
+        self.params.counters.refused();
+        report::error(
+            &self.events,
+            ConnError::Refused {
+                peer,
+                limit: self.max_connections,
+            },
+        );
         self.events.emit(Event::Closed(CloseEvent::new(
             peer,
             CloseReason::Refused,
@@ -363,6 +379,11 @@ impl<S: Send + Sync + 'static> Server<S> {
         self.inner.event_stream.clone()
     }
 
+    /// The counters since the server started.
+    pub fn stats(&self) -> Stats {
+        self.inner.params.counters.snapshot(&self.inner.events)
+    }
+
     /// Stops listening and drops every connection now (the Go library's `Cut`).
     /// Returns when every task has ended and the address can be bound again.
     pub async fn cut(&self) -> ShutdownReport {
@@ -426,6 +447,9 @@ impl<S: Send + Sync + 'static> chitchat_core::Server for Server<S> {
     }
     fn events(&self) -> EventStream {
         Server::events(self)
+    }
+    fn stats(&self) -> Stats {
+        Server::stats(self)
     }
     async fn cut(&self) -> ShutdownReport {
         Server::cut(self).await

@@ -846,6 +846,43 @@ pub async fn one_close_event_per_connection_with_counters<H: Harness>(h: &H) {
     );
 }
 
+/// `stats()` counts connections, traffic and errors by kind.
+pub async fn stats_count_connections_traffic_and_errors<H: Harness>(h: &H) {
+    let server = echo_server(h, |b| b.max_frame_len(8).max_connections(2)).await;
+    let mut events = server.events();
+    let mut good = raw(h, server.local_addr()).await;
+    let mut bad = raw(h, server.local_addr()).await;
+    good.write_all(b"ab\ncd\n").await.unwrap();
+    good.read_exact(6).await.unwrap();
+    bad.write_all(b"far too long\n").await.unwrap();
+    let _ = read_to_end(&mut bad).await;
+    drop(bad);
+    next_close(&mut events).await;
+    let mut extra = raw(h, server.local_addr()).await;
+    let mut third = raw(h, server.local_addr()).await;
+    let _ = read_to_end(&mut third).await; // refused: one slot was free for `extra`
+    good.shutdown().await.unwrap();
+    let _ = read_to_end(&mut good).await;
+    drop(good);
+    extra.shutdown().await.unwrap();
+    let _ = read_to_end(&mut extra).await;
+    drop(extra);
+    let mut closes = 0;
+    while closes < 3 {
+        next_close(&mut events).await;
+        closes += 1;
+    }
+    let stats = server.stats();
+    assert_eq!((stats.accepted, stats.refused, stats.open), (3, 1, 0));
+    assert_eq!((stats.frames_in, stats.frames_out), (2, 2));
+    assert_eq!(stats.bytes_out, 6);
+    assert_eq!(stats.bytes_in, 6 + 13);
+    assert_eq!(stats.errors.get(ConnErrorKind::FrameTooLong), 1);
+    assert_eq!(stats.errors.get(ConnErrorKind::Refused), 1);
+    assert_eq!(stats.errors.total(), 2);
+    server.cut().await;
+}
+
 /// Nobody reads the event stream: errors pile up, the oldest are dropped and
 /// counted, and serving goes on.
 pub async fn undrained_events_never_block<H: Harness>(h: &H) {

@@ -97,6 +97,7 @@ macro_rules! conformance_tests {
             max_connections_refuses_extra_peers
             handler_panic_closes_only_that_connection
             one_close_event_per_connection_with_counters
+            stats_count_connections_traffic_and_errors
             undrained_events_never_block
             peer_reset_is_reported
             cut_frees_address_and_ends_everything

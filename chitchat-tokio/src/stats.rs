@@ -1,0 +1,61 @@
+//! The live counters behind `stats()`: updated by connection tasks once per poll,
+//! not once per frame, so that counting costs nothing measurable.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chitchat_core::{ConnStats, EventSink, Stats};
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    open: AtomicU64,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    frames_in: AtomicU64,
+    frames_out: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn opened(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        self.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds what a connection moved since its last report.
+    pub(crate) fn add(&self, now: &ConnStats, before: &ConnStats) {
+        let pairs = [
+            (&self.frames_in, now.frames_in - before.frames_in),
+            (&self.frames_out, now.frames_out - before.frames_out),
+            (&self.bytes_in, now.bytes_in - before.bytes_in),
+            (&self.bytes_out, now.bytes_out - before.bytes_out),
+        ];
+        for (counter, delta) in pairs {
+            if delta > 0 {
+                counter.fetch_add(delta, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&self, events: &EventSink) -> Stats {
+        let mut stats = Stats::default();
+        stats.open = self.open.load(Ordering::Relaxed);
+        stats.accepted = self.accepted.load(Ordering::Relaxed);
+        stats.refused = self.refused.load(Ordering::Relaxed);
+        stats.frames_in = self.frames_in.load(Ordering::Relaxed);
+        stats.frames_out = self.frames_out.load(Ordering::Relaxed);
+        stats.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        stats.bytes_out = self.bytes_out.load(Ordering::Relaxed);
+        stats.errors = events.error_counts();
+        stats.events_dropped = events.dropped();
+        stats
+    }
+}
