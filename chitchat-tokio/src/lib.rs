@@ -10,6 +10,7 @@
 //! - `budget`: the server-wide budget for bytes held in unfinished frames.
 //! - `shutdown`: cut and graceful drain.
 //! - [`tcp`]: the TCP transport.
+//! - [`codec`]: [`FrameCodec`], the same framing as a tokio-util `Decoder`/`Encoder`.
 //!
 //! # Example
 //! An echo server and a client that talks to it:
@@ -49,6 +50,7 @@
 mod budget;
 mod builder;
 pub mod client;
+pub mod codec;
 mod conn;
 mod handle;
 mod registry;
@@ -60,6 +62,7 @@ pub mod tcp;
 mod timeouts;
 
 pub use client::{Client, ClientBuilder};
+pub use codec::{CodecError, FrameCodec};
 pub use server::{Server, ServerBuilder};
 pub use tcp::{Tcp, TcpAcceptor, TcpConn};
 
