@@ -124,7 +124,8 @@ pub struct ConnConfig {
     /// peer stopped reading). `None`: wait forever, bounded by `max_outbound` only.
     pub write_timeout: Option<Duration>,
     /// Most bytes queued for the peer and not yet accepted by the transport. Past it
-    /// the server drops the peer (it does not read); a client's write is refused.
+    /// the server drops the peer (it does not read); a client's write is refused. An
+    /// empty queue takes any one frame, so a frame is never too big to send.
     pub max_outbound: usize,
     /// How long a closing connection may spend writing out what is already queued
     /// before it is dropped regardless.

@@ -3,6 +3,10 @@
 //!
 //! Framing faults ([`FrameError`](crate::FrameError), [`EncodeError`]) carry no
 //! address because the framer does no I/O; the backend wraps them here with the peer.
+//!
+//! An error's message says what failed and where; the cause, if any, comes from
+//! `source()` and is not repeated in the message (print the chain, e.g. with
+//! anyhow's `{:#}`, to see both).
 
 use std::io;
 use std::sync::Arc;
@@ -16,7 +20,7 @@ use crate::frame::EncodeError;
 #[non_exhaustive]
 pub enum BindError {
     /// The transport refused the address (in use, not local, no permission...).
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Io {
         /// The address we tried to bind.
         addr: Addr,
@@ -45,7 +49,7 @@ pub enum ConnectError {
         addr: Addr,
     },
     /// Any other transport failure.
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}")]
     Io {
         /// The address dialed.
         addr: Addr,
@@ -71,7 +75,7 @@ impl ConnectError {
 #[non_exhaustive]
 pub enum WriteError {
     /// The payload cannot be framed (see [`EncodeError`]).
-    #[error("cannot send to {peer}: {source}")]
+    #[error("cannot send to {peer}")]
     Encode {
         /// The peer the payload was for.
         peer: Addr,
@@ -183,7 +187,7 @@ pub enum ConnError {
         message: String,
     },
     /// The transport failed (reset, broken pipe...).
-    #[error("i/o error with {peer}: {source}")]
+    #[error("i/o error with {peer}")]
     Io {
         /// The peer.
         peer: Addr,
@@ -193,7 +197,7 @@ pub enum ConnError {
     },
     /// Accepting a connection failed (e.g. out of file descriptors); the listener
     /// backs off and keeps going.
-    #[error("accept on {local} failed: {source}")]
+    #[error("accept on {local} failed")]
     Accept {
         /// The listening address.
         local: Addr,

@@ -230,9 +230,9 @@ impl Stream for EventStream {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct ShutdownReport {
-    /// Connections that wrote out their queued output and closed in time.
+    /// Connections that wrote out their queued output and shut down in order.
     pub drained: usize,
-    /// Connections closed with output still queued, or past the deadline.
+    /// Connections closed with output still queued (cut, or the grace ran out).
     pub forced: usize,
 }
 

@@ -443,9 +443,13 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         let linger = linger.unwrap_or(self.params.config.linger);
         // A peer that went quiet (idle) or already finished (EOF) has nothing in
         // flight that could turn our close into a reset.
+        // A shutting-down server does not wait on its peers.
         let drain = !matches!(
             reason,
-            CloseReason::IdleTimeout | CloseReason::PeerEof | CloseReason::FrameTimeout
+            CloseReason::IdleTimeout
+                | CloseReason::PeerEof
+                | CloseReason::FrameTimeout
+                | CloseReason::Shutdown
         );
         self.phase = Phase::Closing {
             reason,
@@ -662,7 +666,8 @@ impl<S> ReadContext<S> for Ctx<'_, S> {
             .check_payload(payload)
             .map_err(|source| WriteError::Encode { peer, source })?;
         let limit = self.shared.max_outbound();
-        if self.shared.queued() + *self.unpublished + payload.len() + 1 > limit {
+        let queued = self.shared.queued() + *self.unpublished;
+        if queued > 0 && queued + payload.len() + 1 > limit {
             if self.shared.drops_when_full() {
                 report::error(
                     self.shared.events(),

@@ -113,7 +113,10 @@ impl ConnShared {
             return Err(WriteError::Closed { peer });
         }
         // Delimiter included (EOF mode sends none: the check is one byte strict).
-        if self.queued.load(Ordering::Acquire) + payload.len() + 1 > self.max_outbound {
+        // An empty queue takes any frame: the bound is on backlog, and a frame the
+        // framer accepts must always be sendable.
+        let queued = self.queued.load(Ordering::Acquire);
+        if queued > 0 && queued + payload.len() + 1 > self.max_outbound {
             let limit = self.max_outbound;
             if self.drop_when_full {
                 inbox.close = Some(CloseRequest::Abort(CloseReason::WriteStalled));

@@ -768,6 +768,18 @@ pub async fn client_write_refused_when_queue_full<H: Harness>(h: &H) {
     );
 }
 
+/// A frame larger than the outbound bound still goes out through an empty queue,
+/// both ways: the bound limits backlog, not frame size.
+pub async fn frame_larger_than_outbound_bound_fits_empty_queue<H: Harness>(h: &H) {
+    let server = echo_server(h, |b| b.max_outbound(1024)).await;
+    let (client, mut inbox) = client(h, server.local_addr(), |b| b.max_outbound(1024)).await;
+    let big = vec![b'x'; 10 * 1024];
+    client.write(&big).unwrap();
+    assert_eq!(recv(&mut inbox).await, big);
+    client.close().await;
+    server.cut().await;
+}
+
 /// Past `max_connections`, new peers are closed at once with a refusal event;
 /// served peers are unaffected.
 pub async fn max_connections_refuses_extra_peers<H: Harness>(h: &H) {

@@ -94,6 +94,7 @@ macro_rules! conformance_tests {
             write_timeout_drops_peer_that_stops_reading
             outbound_bound_drops_slow_consumer
             client_write_refused_when_queue_full
+            frame_larger_than_outbound_bound_fits_empty_queue
             max_connections_refuses_extra_peers
             handler_panic_closes_only_that_connection
             one_close_event_per_connection_with_counters

@@ -1,0 +1,226 @@
+//! A line client, usable like `nc`: each line of stdin goes to the server as one
+//! frame (line ending stripped), each frame from the server is printed as a line.
+//!
+//! ```text
+//! printf 'hello\nworld\n' | cargo run --release -p chitchat-examples --bin echo_client
+//! ```
+//!
+//! At the end of stdin it shuts down its write side, waits (a few seconds at most)
+//! for the server to close, and exits 0. In EOF mode (`--delim eof`) stdin is sent
+//! as it is, as one message, and the reply is printed as it is. A connection error
+//! names the address and exits 1. `--help` lists the flags.
+
+use std::io::{BufRead, Read, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use chitchat_core::{
+    Addr, CloseReason, Delimiter, EventStream, WriteError, DEFAULT_MAX_FRAME_LEN,
+    DEFAULT_MAX_OUTBOUND,
+};
+use chitchat_examples::{parse_delimiter, parse_secs};
+use chitchat_tokio::Client;
+use clap::Parser;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+/// How long to wait, once stdin is done, for the server to close: an echo server
+/// closes as soon as it has replied, so this only bounds a server that does not.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Largest piece of stdin read at once in EOF mode, where the pieces are sent back
+/// to back as one message: one full-size read of the engine.
+const EOF_PIECE: usize = 64 * 1024;
+
+/// Pieces of stdin queued between the reading thread and the sender: enough to keep
+/// the socket busy, few enough that a fast stdin waits for a slow server.
+const STDIN_QUEUE: usize = 64;
+
+/// Sends stdin line by line to a chitchat server and prints its replies.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Server address: IP:PORT or HOST:PORT.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
+    connect: String,
+
+    /// Frame delimiter, as for echo_server: one character, `\n`, `\t`, `\0`, or
+    /// `0`/`eof` for EOF mode (stdin is one message, ended by closing our side).
+    #[arg(long, value_name = "CHAR", default_value = r"\n", value_parser = parse_delimiter)]
+    delim: Delimiter,
+
+    /// Give up connecting after this long.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    connect_timeout: Duration,
+
+    /// Largest frame sent or accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME_LEN)]
+    max_frame: usize,
+}
+
+fn main() -> ExitCode {
+    chitchat_examples::exit_code(run())
+}
+
+#[tokio::main]
+async fn run() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    let eof_mode = args.delim == Delimiter::Eof;
+
+    let addr = resolve(&args.connect).await?;
+    // A refusal or a timeout names the address; `exit_code` prints it, exit code 1.
+    let client = Client::builder(addr)
+        .delimiter(args.delim)
+        .max_frame_len(args.max_frame)
+        // Room for a largest frame and more: a frame bigger than the queue bound
+        // could never be queued.
+        .max_outbound(DEFAULT_MAX_OUTBOUND.max(args.max_frame.saturating_mul(4)))
+        .connect_timeout(args.connect_timeout)
+        .on_frame(move |_ctx, frame| print_frame(&frame, eof_mode))
+        .connect()
+        .await?;
+    let log = tokio::spawn(log_errors(client.events()));
+
+    // Stdin is read on a plain thread: a blocked read there cannot hold up the exit
+    // (tokio's stdin would make the runtime wait for the user to press enter).
+    let (pieces_tx, mut pieces) = mpsc::channel(STDIN_QUEUE);
+    let piece_len = args.max_frame.clamp(1, EOF_PIECE);
+    std::thread::spawn(move || read_stdin(pieces_tx, eof_mode, piece_len));
+
+    let early_close = loop {
+        tokio::select! {
+            piece = pieces.recv() => match piece {
+                Some(Ok(payload)) => {
+                    if !send(&client, &payload).await? {
+                        break true;
+                    }
+                }
+                Some(Err(err)) => return Err(err).context("cannot read stdin"),
+                None => break false,
+            },
+            // The server may close first (idle timeout, its own shutdown...).
+            _ = client.closed() => break true,
+        }
+    };
+
+    let close = if early_close {
+        let close = client.closed().await;
+        eprintln!("{addr} closed the connection before the end of stdin");
+        Some(close)
+    } else {
+        // End of stdin: write out what is queued, then shut down our side, so the
+        // server reads EOF (in EOF mode, the end of the message) and closes.
+        let _ = client.flush().await;
+        client.shutdown();
+        let close = tokio::time::timeout(CLOSE_WAIT, client.closed()).await.ok();
+        if close.is_none() {
+            eprintln!("{addr} did not close within {CLOSE_WAIT:?}; leaving");
+        }
+        close
+    };
+    std::io::stdout().flush()?;
+
+    // The log task ends with the event stream, right after the close event.
+    let errors = if close.is_some() { log.await? } else { 0 };
+    match close {
+        Some(close) if close.reason != CloseReason::PeerEof => {
+            eprintln!("connection to {addr} ended: {:?}", close.reason);
+            Ok(ExitCode::FAILURE)
+        }
+        _ if errors > 0 => Ok(ExitCode::FAILURE),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Resolves `IP:PORT` or `HOST:PORT` to the first address found.
+async fn resolve(text: &str) -> anyhow::Result<Addr> {
+    let mut addrs = tokio::net::lookup_host(text)
+        .await
+        .with_context(|| format!("cannot resolve {text}"))?;
+    let addr = addrs
+        .next()
+        .with_context(|| format!("no address found for {text}"))?;
+    Ok(addr.into())
+}
+
+/// Queues one frame, waiting for room when the outbound queue is full. `Ok(false)`
+/// when the connection is closed.
+async fn send(client: &Client, payload: &[u8]) -> anyhow::Result<bool> {
+    loop {
+        match client.write(payload) {
+            Ok(()) => return Ok(true),
+            // The socket is behind: let it take what is queued, then retry.
+            Err(WriteError::OutboundFull { .. }) => {
+                if client.flush().await.is_err() {
+                    return Ok(false);
+                }
+            }
+            Err(WriteError::Closed { .. }) => return Ok(false),
+            // A line holding the delimiter, or longer than --max-frame: it cannot
+            // be sent as one frame, and sending it in pieces would change its meaning.
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// Prints a frame from the server: as a line, or in EOF mode as it came.
+fn print_frame(frame: &Bytes, eof_mode: bool) {
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout (`| head -1`) only means nobody wants the rest.
+    let _ = stdout.write_all(frame);
+    if !eof_mode {
+        let _ = stdout.write_all(b"\n");
+    }
+}
+
+/// Sends stdin to `pieces`: one line at a time without its `\n` or `\r\n`, or in EOF
+/// mode in pieces of at most `piece_len` bytes, as they are.
+fn read_stdin(pieces: mpsc::Sender<std::io::Result<Vec<u8>>>, eof_mode: bool, piece_len: usize) {
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        let mut piece = Vec::new();
+        let read = if eof_mode {
+            (&mut stdin).take(piece_len as u64).read_to_end(&mut piece)
+        } else {
+            stdin.read_until(b'\n', &mut piece)
+        };
+        match read {
+            Ok(0) => return,
+            Ok(_) => {
+                if !eof_mode {
+                    strip_line_ending(&mut piece);
+                }
+            }
+            Err(err) => {
+                let _ = pieces.blocking_send(Err(err));
+                return;
+            }
+        }
+        if pieces.blocking_send(Ok(piece)).is_err() {
+            return;
+        }
+    }
+}
+
+fn strip_line_ending(line: &mut Vec<u8>) {
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+    }
+}
+
+/// Prints every error of the connection to stderr; returns how many there were.
+async fn log_errors(mut events: EventStream) -> usize {
+    let mut errors = 0;
+    while let Some(event) = events.next().await {
+        if let Some(err) = event.as_error() {
+            eprintln!("error: {:#}", anyhow::Error::from(err.clone()));
+            errors += 1;
+        }
+    }
+    errors
+}

@@ -1,0 +1,113 @@
+//! Command-line helpers shared by the example binaries (`src/bin/`), so that
+//! `--delim` and the seconds flags read the same in every one of them, and errors
+//! end them the same way.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chitchat_core::Delimiter;
+
+/// Parses a `--delim` value: one ASCII character (`;`, `|`...), the escapes `\n`,
+/// `\r`, `\t` and `\0` (NUL-terminated frames) written as two characters, or `0` /
+/// `eof` for EOF mode (the Go library's delimiter 0: a frame is everything the peer
+/// sends before it shuts down its write side).
+///
+/// ```
+/// use chitchat_core::Delimiter;
+/// use chitchat_examples::parse_delimiter;
+///
+/// assert_eq!(parse_delimiter(r"\n"), Ok(Delimiter::Byte(b'\n')));
+/// assert_eq!(parse_delimiter(";"), Ok(Delimiter::Byte(b';')));
+/// assert_eq!(parse_delimiter("eof"), Ok(Delimiter::Eof));
+/// assert!(parse_delimiter("ab").is_err());
+/// ```
+///
+/// # Errors
+/// A message for clap when the text is none of the above.
+pub fn parse_delimiter(text: &str) -> Result<Delimiter, String> {
+    match text {
+        "0" | "eof" | "EOF" => Ok(Delimiter::Eof),
+        r"\n" => Ok(Delimiter::Byte(b'\n')),
+        r"\r" => Ok(Delimiter::Byte(b'\r')),
+        r"\t" => Ok(Delimiter::Byte(b'\t')),
+        r"\0" => Ok(Delimiter::Byte(0)),
+        // One byte: an ASCII character (`len` counts bytes, so `é` is refused).
+        _ if text.len() == 1 => Ok(Delimiter::Byte(text.as_bytes()[0])),
+        _ => Err(format!(
+            r"expected one ASCII character, \n, \r, \t, \0, or 0/eof; got {text:?}"
+        )),
+    }
+}
+
+/// Parses a duration given in seconds, fractions allowed: `2`, `0.25`.
+///
+/// ```
+/// use chitchat_examples::parse_secs;
+/// use std::time::Duration;
+///
+/// assert_eq!(parse_secs("0.25"), Ok(Duration::from_millis(250)));
+/// assert!(parse_secs("0").is_err());
+/// ```
+///
+/// # Errors
+/// A message for clap unless the text is a positive, finite number.
+pub fn parse_secs(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        // Refuses negative, NaN and infinite values; zero is refused below.
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|duration| !duration.is_zero())
+        .ok_or_else(|| {
+            format!("expected a positive number of seconds, e.g. 2 or 0.5; got {text:?}")
+        })
+}
+
+/// Ends a binary's `main`: an error becomes one `error: ...` line on stderr (its
+/// causes joined with `: `) and exit code 1, whatever `RUST_BACKTRACE` says.
+pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|err| {
+        eprintln!("error: {err:#}");
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delimiter_accepts_characters_escapes_and_eof() {
+        assert_eq!(parse_delimiter("\n"), Ok(Delimiter::Byte(b'\n')));
+        assert_eq!(parse_delimiter(r"\n"), Ok(Delimiter::Byte(b'\n')));
+        assert_eq!(parse_delimiter(r"\0"), Ok(Delimiter::Byte(0)));
+        assert_eq!(parse_delimiter("|"), Ok(Delimiter::Byte(b'|')));
+        assert_eq!(parse_delimiter("0"), Ok(Delimiter::Eof));
+        assert_eq!(parse_delimiter("eof"), Ok(Delimiter::Eof));
+    }
+
+    #[test]
+    fn delimiter_refuses_more_than_one_byte() {
+        for text in ["", "ab", "é", r"\x"] {
+            assert!(parse_delimiter(text).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn chitchat_errors_print_their_cause_once() {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let source = std::io::Error::other("address in use");
+        let err = anyhow::Error::new(chitchat_core::BindError::Io { addr, source });
+        assert_eq!(
+            format!("{err:#}"),
+            "cannot listen on 127.0.0.1:1: address in use"
+        );
+    }
+
+    #[test]
+    fn secs_refuse_zero_negative_and_junk() {
+        assert_eq!(parse_secs("3"), Ok(Duration::from_secs(3)));
+        for text in ["0", "-1", "NaN", "inf", "soon", ""] {
+            assert!(parse_secs(text).is_err(), "{text:?}");
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! The example binaries as black boxes: spawn them, read `listening on ADDR`, talk
+//! to them over loopback TCP with plain std sockets, signal them, check what they
+//! print and how they exit. Every wait is bounded, and a child still running when a
+//! test ends (failed or not) is killed.
+#![cfg(unix)]
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Bound on every wait: far above what any step takes, even on a loaded machine.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+const SERVER: &str = env!("CARGO_BIN_EXE_echo_server");
+const CLIENT: &str = env!("CARGO_BIN_EXE_echo_client");
+
+/// A running binary with its output collected in the background; killed on drop.
+struct Proc {
+    child: Child,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    /// The threads copying stdout and stderr; they end when the child exits.
+    collectors: Vec<JoinHandle<()>>,
+}
+
+impl Proc {
+    /// Starts `bin` with `args`, feeding it `stdin` (then closing it) if given.
+    fn spawn(bin: &str, args: &[&str], stdin: Option<&[u8]>) -> Proc {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {bin}: {err}"));
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            let input = input.to_vec();
+            // The child may exit without reading it all: a write error is fine.
+            thread::spawn(move || pipe.write_all(&input));
+        }
+        let (stdout, out_thread) = collect(child.stdout.take().unwrap());
+        let (stderr, err_thread) = collect(child.stderr.take().unwrap());
+        Proc {
+            child,
+            stdout,
+            stderr,
+            collectors: vec![out_thread, err_thread],
+        }
+    }
+
+    fn stdout(&self) -> Vec<u8> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until stderr contains `needle`; returns all of stderr.
+    fn wait_stderr(&self, needle: &str) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let stderr = self.stderr();
+            if stderr.contains(needle) {
+                return stderr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} on stderr within {TIMEOUT:?}; stderr: {stderr}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the exit; returns the status once stdout and stderr are complete.
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The pipes closed at the exit: the copies end with all the output.
+                for collector in self.collectors.drain(..) {
+                    collector.join().unwrap();
+                }
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after {TIMEOUT:?}; stderr: {}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill failed");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Copies everything `pipe` yields into a shared buffer, on a thread.
+fn collect(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, JoinHandle<()>) {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = buf.clone();
+    let thread = thread::spawn(move || {
+        let mut chunk = [0; 4096];
+        while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+            sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+        }
+    });
+    (buf, thread)
+}
+
+/// Starts `echo_server --listen 127.0.0.1:0 ARGS` and parses its first line.
+fn start_server(args: &[&str]) -> (Proc, SocketAddr) {
+    let mut all = vec!["--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let server = Proc::spawn(SERVER, &all, None);
+    let deadline = Instant::now() + TIMEOUT;
+    let first_line = loop {
+        let stdout = server.stdout();
+        if let Some(end) = stdout.iter().position(|&b| b == b'\n') {
+            break String::from_utf8(stdout[..end].to_vec()).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no first line within {TIMEOUT:?}; stderr: {}",
+            server.stderr()
+        );
+        thread::sleep(Duration::from_millis(10));
+    };
+    let addr = first_line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first_line:?}"))
+        .parse()
+        .unwrap();
+    (server, addr)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+    stream
+}
+
+/// Reads exactly `expected.len()` bytes and compares them.
+fn expect_bytes(stream: &mut TcpStream, expected: &[u8]) {
+    let mut got = vec![0; expected.len()];
+    stream.read_exact(&mut got).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(expected)
+    );
+}
+
+/// Reads until the server closes (EOF or reset); returns what came before.
+fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut chunk = [0; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return got
+            }
+            Err(err) => panic!("server did not close within {TIMEOUT:?}: {err}"),
+        }
+    }
+}
+
+/// A loopback address where nobody listens (bound, then freed).
+fn closed_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[test]
+fn echoes_lines_byte_exact_and_strips_crlf() {
+    let (_server, addr) = start_server(&[]);
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"hello\r\nworld\n\n\xff\x00\tbin\n")
+        .unwrap();
+    expect_bytes(&mut stream, b"hello\nworld\n\n\xff\x00\tbin\n");
+}
+
+#[test]
+fn echoes_with_a_custom_delimiter() {
+    let (_server, addr) = start_server(&["--delim", ";"]);
+    let mut stream = connect(addr);
+    stream.write_all(b"a;b\nc;;").unwrap();
+    expect_bytes(&mut stream, b"a;b\nc;;");
+}
+
+#[test]
+fn accepts_backslash_n_written_out_as_the_delimiter() {
+    let (_server, addr) = start_server(&["--delim", r"\n"]);
+    let mut stream = connect(addr);
+    stream.write_all(b"x\r\n").unwrap();
+    expect_bytes(&mut stream, b"x\n");
+}
+
+#[test]
+fn eof_mode_echoes_the_whole_message_then_closes() {
+    let (_server, addr) = start_server(&["--delim", "eof"]);
+    let mut stream = connect(addr);
+    let message = b"line one\nline two\r\n\0 and no delimiter at the end";
+    stream.write_all(message).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_until_closed(&mut stream), message);
+}
+
+#[test]
+fn oversized_frame_closes_the_connection_and_names_the_peer() {
+    let (server, addr) = start_server(&["--max-frame", "8"]);
+    let mut stream = connect(addr);
+    let peer = stream.local_addr().unwrap();
+    // Exactly the limit passes; one byte more closes the connection.
+    stream.write_all(b"12345678\n123456789\nlost\n").unwrap();
+    assert_eq!(read_until_closed(&mut stream), b"12345678\n");
+    server.wait_stderr(&format!("{peer} sent a frame longer than 8 bytes"));
+}
+
+#[test]
+fn read_timeout_closes_an_idle_connection() {
+    let (server, addr) = start_server(&["--read-timeout", "0.3"]);
+    let mut stream = connect(addr);
+    let peer = stream.local_addr().unwrap();
+    stream.write_all(b"ping\n").unwrap();
+    expect_bytes(&mut stream, b"ping\n");
+    let idle_since = Instant::now();
+    assert_eq!(read_until_closed(&mut stream), b"");
+    assert!(idle_since.elapsed() >= Duration::from_millis(250));
+    server.wait_stderr(&format!("{peer} sent nothing for 300ms"));
+}
+
+#[test]
+fn max_connections_refuses_the_extra_one_only() {
+    let (server, addr) = start_server(&["--max-connections", "1"]);
+    let mut first = connect(addr);
+    first.write_all(b"one\n").unwrap();
+    expect_bytes(&mut first, b"one\n"); // admitted and served
+
+    let mut second = connect(addr);
+    let refused = second.local_addr().unwrap();
+    assert_eq!(read_until_closed(&mut second), b"");
+    server.wait_stderr(&format!("refused {refused}: 1 connections already open"));
+
+    first.write_all(b"still here\n").unwrap();
+    expect_bytes(&mut first, b"still here\n");
+}
+
+#[test]
+fn sigint_shuts_down_gracefully_with_exit_code_0() {
+    let (mut server, addr) = start_server(&[]);
+    let mut stream = connect(addr);
+    stream.write_all(b"before\n").unwrap();
+    expect_bytes(&mut stream, b"before\n");
+
+    server.signal(libc::SIGINT);
+    // The server closes its side; we close ours and it is done.
+    assert_eq!(read_until_closed(&mut stream), b"");
+    drop(stream);
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
+    let stderr = server.stderr();
+    assert!(
+        stderr.contains("shut down on SIGINT: connections accepted 1, refused 0, frames echoed 1, errors 0; at shutdown drained 1, forced 0"),
+        "{stderr}"
+    );
+    // The port is free again.
+    TcpListener::bind(addr).unwrap();
+}
+
+#[test]
+fn sigterm_shuts_down_with_exit_code_0() {
+    let (mut server, _addr) = start_server(&[]);
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
+    assert!(server.stderr().contains("shut down on SIGTERM"));
+}
+
+#[test]
+fn server_bind_error_names_the_address() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut server = Proc::spawn(SERVER, &["--listen", &addr], None);
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(1));
+    let stderr = server.stderr();
+    assert!(
+        stderr.starts_with(&format!("error: cannot listen on {addr}: ")),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn bad_delimiter_is_a_usage_error() {
+    let mut server = Proc::spawn(SERVER, &["--delim", "ab"], None);
+    assert_eq!(server.wait_exit().code(), Some(2));
+    assert!(server.stderr().contains("--delim"));
+}
+
+#[test]
+fn client_sends_stdin_lines_and_prints_replies() {
+    let (_server, addr) = start_server(&[]);
+    let addr = addr.to_string();
+    let mut client = Proc::spawn(
+        CLIENT,
+        &["--connect", &addr],
+        Some(b"one\r\ntwo\n\nlast without newline"),
+    );
+    let status = client.wait_exit();
+    assert_eq!(status.code(), Some(0), "stderr: {}", client.stderr());
+    assert_eq!(
+        String::from_utf8_lossy(&client.stdout()),
+        "one\ntwo\n\nlast without newline\n"
+    );
+}
+
+#[test]
+fn client_in_eof_mode_sends_stdin_as_one_message() {
+    let (_server, addr) = start_server(&["--delim", "eof"]);
+    let addr = addr.to_string();
+    let message = b"first\r\nsecond\n";
+    let mut client = Proc::spawn(
+        CLIENT,
+        &["--connect", &addr, "--delim", "eof"],
+        Some(message),
+    );
+    let status = client.wait_exit();
+    assert_eq!(status.code(), Some(0), "stderr: {}", client.stderr());
+    assert_eq!(client.stdout(), message);
+}
+
+#[test]
+fn client_and_server_carry_a_message_larger_than_their_queues_in_eof_mode() {
+    // 1 MB: four times the engine's default outbound bound, in one frame.
+    let message: Vec<u8> = (0..1_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let (_server, addr) = start_server(&["--delim", "eof", "--max-frame", "1000000"]);
+    let addr = addr.to_string();
+    let args = [
+        "--connect",
+        &addr,
+        "--delim",
+        "eof",
+        "--max-frame",
+        "1000000",
+    ];
+    let mut client = Proc::spawn(CLIENT, &args, Some(&message));
+    let status = client.wait_exit();
+    assert_eq!(status.code(), Some(0), "stderr: {}", client.stderr());
+    assert!(client.stdout() == message, "the echo differs");
+}
+
+#[test]
+fn client_refuses_a_line_holding_the_delimiter() {
+    let (_server, addr) = start_server(&["--delim", ";"]);
+    let addr = addr.to_string();
+    let mut client = Proc::spawn(
+        CLIENT,
+        &["--connect", &addr, "--delim", ";"],
+        Some(b"a;b\n"),
+    );
+    assert_eq!(client.wait_exit().code(), Some(1));
+    let stderr = client.stderr();
+    assert!(
+        stderr.starts_with(&format!("error: cannot send to {addr}: ")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn client_reports_a_refused_connection_with_the_address() {
+    let addr = closed_port().to_string();
+    let mut client = Proc::spawn(CLIENT, &["--connect", &addr], Some(b"hello\n"));
+    let status = client.wait_exit();
+    assert_eq!(status.code(), Some(1));
+    let stderr = client.stderr();
+    assert_eq!(stderr, format!("error: connection to {addr} refused\n"));
+    assert!(client.stdout().is_empty());
+}
