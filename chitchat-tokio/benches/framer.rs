@@ -3,7 +3,7 @@
 //! time, against tokio-util's `AnyDelimiterCodec` and `LinesCodec` splitting the
 //! same bytes as the in-run baseline.
 //!
-//! Run: `cargo bench -p chitchat-core --bench framer` (add `-- --quick` for a fast
+//! Run: `cargo bench -p chitchat-tokio --bench framer` (add `-- --quick` for a fast
 //! pass). Throughput is in input bytes, so per-byte costs compare across read sizes.
 
 use std::hint::black_box;
