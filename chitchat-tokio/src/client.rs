@@ -1,5 +1,5 @@
 //! The client: dial with a timeout, then one connection driven by the same task as
-//! every server connection ([`conn`](crate::conn)).
+//! every server connection (`conn`).
 
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
 //! The server: binding, the accept loop and the registry of live connections. Each
-//! accepted connection runs on its own task ([`conn`](crate::conn)), whatever the
+//! accepted connection runs on its own task (`conn`), whatever the
 //! transport: the accept loop is generic over chitchat-core's `Listener`.
 
 use std::future::poll_fn;

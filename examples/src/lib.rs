@@ -62,6 +62,18 @@ pub fn parse_secs(text: &str) -> Result<Duration, String> {
         })
 }
 
+/// Sends the library's `tracing` output to stderr, filtered by `RUST_LOG` (e.g.
+/// `RUST_LOG=chitchat_tokio=debug` shows every accept and close). Silent when
+/// `RUST_LOG` is unset: the binaries report errors themselves.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Ends a binary's `main`: an error becomes one `error: ...` line on stderr (its
 /// causes joined with `: `) and exit code 1, whatever `RUST_BACKTRACE` says.
 pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {

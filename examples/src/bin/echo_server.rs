@@ -61,6 +61,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    chitchat_examples::init_tracing();
     chitchat_examples::exit_code(run())
 }
 
