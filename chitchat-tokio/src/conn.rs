@@ -662,12 +662,16 @@ impl<S> ReadContext<S> for Ctx<'_, S> {
         if !self.writable || self.request.is_some() {
             return Err(WriteError::Closed { peer });
         }
+        // Encode first (one pass over the payload checks and copies it), then
+        // take it back out if it does not fit.
+        let before = self.out.len();
         self.framer
-            .check_payload(payload)
+            .encode(payload, self.out)
             .map_err(|source| WriteError::Encode { peer, source })?;
         let limit = self.shared.max_outbound();
         let queued = self.shared.queued() + *self.unpublished;
-        if queued > 0 && queued + payload.len() + 1 > limit {
+        if queued > 0 && queued + (self.out.len() - before) > limit {
+            self.out.truncate(before);
             if self.shared.drops_when_full() {
                 report::error(
                     self.shared.events(),
@@ -677,10 +681,6 @@ impl<S> ReadContext<S> for Ctx<'_, S> {
             }
             return Err(WriteError::OutboundFull { peer, limit });
         }
-        let before = self.out.len();
-        self.framer
-            .encode(payload, self.out)
-            .expect("payload checked above");
         *self.unpublished += self.out.len() - before;
         *self.frames_out += 1;
         Ok(())

@@ -105,18 +105,20 @@ impl ConnShared {
     /// Queues one frame for the peer.
     pub(crate) fn write(&self, payload: &[u8]) -> Result<(), WriteError> {
         let peer = self.peer;
-        self.framer
-            .check_payload(payload)
-            .map_err(|source| WriteError::Encode { peer, source })?;
         let mut inbox = self.inbox();
         if self.write_closed.load(Ordering::Acquire) {
             return Err(WriteError::Closed { peer });
         }
-        // Delimiter included (EOF mode sends none: the check is one byte strict).
+        let before = inbox.out.len();
+        self.framer
+            .encode(payload, &mut inbox.out)
+            .map_err(|source| WriteError::Encode { peer, source })?;
+        let len = inbox.out.len() - before;
         // An empty queue takes any frame: the bound is on backlog, and a frame the
         // framer accepts must always be sendable.
         let queued = self.queued.load(Ordering::Acquire);
-        if queued > 0 && queued + payload.len() + 1 > self.max_outbound {
+        if queued > 0 && queued + len > self.max_outbound {
+            inbox.out.truncate(before);
             let limit = self.max_outbound;
             if self.drop_when_full {
                 inbox.close = Some(CloseRequest::Abort(CloseReason::WriteStalled));
@@ -127,11 +129,6 @@ impl ConnShared {
             }
             return Err(WriteError::OutboundFull { peer, limit });
         }
-        let before = inbox.out.len();
-        self.framer
-            .encode(payload, &mut inbox.out)
-            .expect("payload checked above");
-        let len = inbox.out.len() - before;
         inbox.frames += 1;
         self.queued.fetch_add(len, Ordering::AcqRel);
         drop(inbox);
