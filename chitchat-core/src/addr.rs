@@ -1,8 +1,8 @@
 //! The address of an endpoint, whatever the transport.
 //!
-//! Every error, event and context names an [`Addr`]. It is an enum rather than
-//! `SocketAddr` so that transports whose endpoints are not IP sockets (Unix domain
-//! sockets) can join later without changing any signature.
+//! Every error, event and context names an [`Addr`]: an IP socket address, or a
+//! Unix domain socket address. It stays `Copy` (a Unix path is stored inline, up to
+//! the kernel's 107-byte limit), so events and errors carry it without allocating.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,12 +16,17 @@ use std::str::FromStr;
 /// let addr: Addr = "127.0.0.1:7878".parse().unwrap();
 /// assert_eq!(addr.to_string(), "127.0.0.1:7878");
 /// assert_eq!(addr.as_inet().unwrap().port(), 7878);
+///
+/// let unix: Addr = "unix:/tmp/app.sock".parse().unwrap();
+/// assert_eq!(unix.as_unix().unwrap().path(), Some("/tmp/app.sock"));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Addr {
     /// An IPv4 or IPv6 socket address (TCP, and the in-memory network).
     Inet(SocketAddr),
+    /// A Unix domain socket address.
+    Unix(UnixAddr),
 }
 
 impl Addr {
@@ -29,7 +34,133 @@ impl Addr {
     pub fn as_inet(&self) -> Option<SocketAddr> {
         match self {
             Addr::Inet(addr) => Some(*addr),
+            Addr::Unix(_) => None,
         }
+    }
+
+    /// The Unix domain socket address, if this is one.
+    pub fn as_unix(&self) -> Option<&UnixAddr> {
+        match self {
+            Addr::Unix(addr) => Some(addr),
+            Addr::Inet(_) => None,
+        }
+    }
+}
+
+/// Longest Unix socket path: `sun_path` holds 108 bytes on Linux, one of them the
+/// terminating NUL.
+pub const UNIX_PATH_MAX: usize = 107;
+
+/// A Unix domain socket address: a filesystem path, a Linux abstract name, or an
+/// unnamed peer (most clients never bind a name) told apart by a number its
+/// listener gave it, so that every connection has an address of its own.
+///
+/// Names are limited to [`UNIX_PATH_MAX`] bytes of UTF-8 without whitespace or
+/// control characters, so that every address prints as one token.
+///
+/// ```
+/// use chitchat_core::UnixAddr;
+///
+/// let path = UnixAddr::path_name("/run/app.sock").unwrap();
+/// assert_eq!(path.to_string(), "unix:/run/app.sock");
+/// assert_eq!(UnixAddr::abstract_name("app").unwrap().to_string(), "unix:@app");
+/// assert_eq!(UnixAddr::unnamed(7).to_string(), "unix:unnamed#7");
+/// assert!(UnixAddr::path_name("/has space").is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UnixAddr {
+    kind: UnixKind,
+    len: u8,
+    bytes: [u8; UNIX_PATH_MAX],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum UnixKind {
+    Path,
+    Abstract,
+    Unnamed(u64),
+}
+
+impl UnixAddr {
+    fn named(kind: UnixKind, name: &str) -> Result<Self, AddrParseError> {
+        let bad = || AddrParseError {
+            text: name.to_owned(),
+        };
+        if name.is_empty()
+            || name.len() > UNIX_PATH_MAX
+            || name.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(bad());
+        }
+        let mut bytes = [0; UNIX_PATH_MAX];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        Ok(UnixAddr {
+            kind,
+            len: name.len() as u8,
+            bytes,
+        })
+    }
+
+    /// A filesystem path.
+    ///
+    /// # Errors
+    /// When the path is empty, too long, or has whitespace or control characters.
+    pub fn path_name(path: &str) -> Result<Self, AddrParseError> {
+        UnixAddr::named(UnixKind::Path, path)
+    }
+
+    /// A Linux abstract-namespace name (no file; printed with a leading `@`).
+    ///
+    /// # Errors
+    /// As [`path_name`](Self::path_name).
+    pub fn abstract_name(name: &str) -> Result<Self, AddrParseError> {
+        UnixAddr::named(UnixKind::Abstract, name)
+    }
+
+    /// An unnamed peer, numbered by its listener.
+    pub fn unnamed(number: u64) -> Self {
+        UnixAddr {
+            kind: UnixKind::Unnamed(number),
+            len: 0,
+            bytes: [0; UNIX_PATH_MAX],
+        }
+    }
+
+    fn name(&self) -> &str {
+        // Only ever filled from a `&str` cut at its own length.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+
+    /// The filesystem path, if the address is one.
+    pub fn path(&self) -> Option<&str> {
+        (self.kind == UnixKind::Path).then(|| self.name())
+    }
+
+    /// The abstract name (without the `@`), if the address is one.
+    pub fn abstract_namespace(&self) -> Option<&str> {
+        (self.kind == UnixKind::Abstract).then(|| self.name())
+    }
+}
+
+impl fmt::Display for UnixAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            UnixKind::Path => write!(f, "unix:{}", self.name()),
+            UnixKind::Abstract => write!(f, "unix:@{}", self.name()),
+            UnixKind::Unnamed(n) => write!(f, "unix:unnamed#{n}"),
+        }
+    }
+}
+
+impl fmt::Debug for UnixAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UnixAddr({self})")
+    }
+}
+
+impl From<UnixAddr> for Addr {
+    fn from(addr: UnixAddr) -> Self {
+        Addr::Unix(addr)
     }
 }
 
@@ -49,13 +180,14 @@ impl fmt::Display for Addr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Addr::Inet(addr) => addr.fmt(f),
+            Addr::Unix(addr) => addr.fmt(f),
         }
     }
 }
 
 /// The text was not an address chitchat understands.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid address {text:?}: expected IP:PORT, e.g. 127.0.0.1:7878 or [::1]:7878")]
+#[error("invalid address {text:?}: expected IP:PORT (127.0.0.1:7878, [::1]:7878), unix:PATH or unix:@NAME")]
 pub struct AddrParseError {
     /// The text that failed to parse.
     pub text: String,
@@ -65,11 +197,19 @@ impl FromStr for Addr {
     type Err = AddrParseError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || AddrParseError {
+            text: text.to_owned(),
+        };
+        if let Some(rest) = text.strip_prefix("unix:") {
+            let unix = match rest.strip_prefix('@') {
+                Some(name) => UnixAddr::abstract_name(name),
+                None => UnixAddr::path_name(rest),
+            };
+            return unix.map(Addr::Unix).map_err(|_| bad());
+        }
         text.parse::<SocketAddr>()
             .map(Addr::Inet)
-            .map_err(|_| AddrParseError {
-                text: text.to_owned(),
-            })
+            .map_err(|_| bad())
     }
 }
 
@@ -82,6 +222,23 @@ mod tests {
         for text in ["127.0.0.1:1", "[::1]:65535"] {
             assert_eq!(text.parse::<Addr>().unwrap().to_string(), text);
         }
+    }
+
+    #[test]
+    fn parses_and_prints_unix_paths_and_abstract_names() {
+        for text in ["unix:/tmp/a.sock", "unix:@chitchat-1", "unix:relative/p"] {
+            assert_eq!(text.parse::<Addr>().unwrap().to_string(), text);
+        }
+        let long = format!("unix:/{}", "x".repeat(UNIX_PATH_MAX));
+        for bad in ["unix:", "unix:@", "unix:/a b", long.as_str()] {
+            assert!(bad.parse::<Addr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unnamed_peers_differ_by_number() {
+        assert_ne!(UnixAddr::unnamed(1), UnixAddr::unnamed(2));
+        assert_eq!(UnixAddr::unnamed(3).path(), None);
     }
 
     #[test]

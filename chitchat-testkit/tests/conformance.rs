@@ -24,4 +24,11 @@ mod conformance {
             tokio::test(start_paused = true)
         );
     }
+
+    mod unix {
+        chitchat_testkit::conformance_tests!(
+            chitchat_testkit::conformance::UnixHarness,
+            tokio::test(flavor = "multi_thread", worker_threads = 2)
+        );
+    }
 }

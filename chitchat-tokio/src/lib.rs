@@ -10,6 +10,8 @@
 //! - `budget`: the server-wide budget for bytes held in unfinished frames.
 //! - `shutdown`: cut and graceful drain.
 //! - [`tcp`]: the TCP transport.
+//! - [`unix`]: the Unix domain socket transport.
+//! - `readiness`: reading and writing tokio's sockets through readiness, shared by both.
 //! - [`codec`]: [`FrameCodec`], the same framing as a tokio-util `Decoder`/`Encoder`.
 //!
 //! # Example
@@ -53,6 +55,7 @@ pub mod client;
 pub mod codec;
 mod conn;
 mod handle;
+mod readiness;
 mod registry;
 mod report;
 pub mod server;
@@ -60,11 +63,13 @@ mod shutdown;
 mod stats;
 pub mod tcp;
 mod timeouts;
+pub mod unix;
 
 pub use client::{Client, ClientBuilder};
 pub use codec::{CodecError, FrameCodec};
 pub use server::{Server, ServerBuilder};
 pub use tcp::{Tcp, TcpAcceptor, TcpConn};
+pub use unix::{Unix, UnixAcceptor, UnixConn};
 
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

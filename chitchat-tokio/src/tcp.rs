@@ -13,6 +13,8 @@ use bytes::BytesMut;
 use chitchat_core::{Addr, BindOptions, Binder, Connection, Connector, Listener};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
+use crate::readiness;
+
 /// TCP over tokio: a [`Binder`] for servers and a [`Connector`] for clients.
 ///
 /// Connections have `TCP_NODELAY` set: chitchat coalesces replies itself, so Nagle's
@@ -107,24 +109,11 @@ impl Connection for TcpConn {
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            // try_read_buf clears the readiness it consumed when it would block.
-            match self.stream.try_read_buf(buf) {
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-                result => return Poll::Ready(result),
-            }
-        }
+        readiness::poll_read(&self.stream, cx, buf)
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.stream.poll_write_ready(cx))?;
-            match self.stream.try_write(buf) {
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-                result => return Poll::Ready(result),
-            }
-        }
+        readiness::poll_write(&self.stream, cx, buf)
     }
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -20,6 +20,7 @@ mod cases;
 mod raw;
 mod sim;
 mod tcp;
+mod unix;
 
 use std::any::Any;
 use std::future::Future;
@@ -30,6 +31,7 @@ pub use cases::*;
 pub use raw::RawPeer;
 pub use sim::SimHarness;
 pub use tcp::TcpHarness;
+pub use unix::UnixHarness;
 
 /// A transport the suite can run on.
 pub trait Harness: Send + Sync + 'static {
@@ -52,7 +54,9 @@ pub trait Harness: Send + Sync + 'static {
     fn black_hole(&self) -> impl Future<Output = (Addr, Box<dyn Any + Send>)> + Send;
 
     /// Drops a connection abortively: the other end sees a reset, not an EOF.
-    fn abort(&self, conn: <Self::Connector as Connector>::Conn);
+    /// Returns false when the transport has no abortive close (the connection is
+    /// just dropped, and the case that needs a reset is skipped).
+    fn abort(&self, conn: <Self::Connector as Connector>::Conn) -> bool;
 }
 
 /// Expands to one test function per conformance case, each running the case on the

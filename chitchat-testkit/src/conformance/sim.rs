@@ -83,7 +83,8 @@ impl Harness for SimHarness {
         (addr, Box::new(listener))
     }
 
-    fn abort(&self, conn: SimConn) {
+    fn abort(&self, conn: SimConn) -> bool {
         conn.abort();
+        true
     }
 }

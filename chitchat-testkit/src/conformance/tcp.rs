@@ -49,7 +49,7 @@ impl Harness for TcpHarness {
         (Addr::from(addr), guard)
     }
 
-    fn abort(&self, conn: TcpConn) {
+    fn abort(&self, conn: TcpConn) -> bool {
         // SO_LINGER 0: close sends RST instead of FIN. (tokio deprecates set_linger
         // because a non-zero linger blocks the thread on drop; zero does not.)
         #[allow(deprecated)]
@@ -57,5 +57,6 @@ impl Harness for TcpHarness {
             .set_linger(Some(Duration::ZERO))
             .expect("set SO_LINGER");
         drop(conn);
+        true
     }
 }
