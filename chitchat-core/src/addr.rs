@@ -1,8 +1,9 @@
 //! The address of an endpoint, whatever the transport.
 //!
 //! Every error, event and context names an [`Addr`]: an IP socket address, or a
-//! Unix domain socket address. It stays `Copy` (a Unix path is stored inline, up to
-//! the kernel's 107-byte limit), so events and errors carry it without allocating.
+//! Unix domain socket address. It stays `Copy` and small (a Unix name is stored
+//! inline, up to [`MAX_UNIX_NAME_LEN`] bytes), so events and errors carry it without
+//! allocating and `Result`s that hold it stay cheap to return.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -47,15 +48,16 @@ impl Addr {
     }
 }
 
-/// Longest Unix socket path: `sun_path` holds 108 bytes on Linux, one of them the
-/// terminating NUL.
-pub const UNIX_PATH_MAX: usize = 107;
+/// Longest Unix socket name chitchat stores. The kernel allows 107 bytes; 86 keeps
+/// an [`Addr`] at 96 bytes and every error that names one under 128 (the size past
+/// which returning a `Result` starts to cost), and covers the paths services use.
+pub const MAX_UNIX_NAME_LEN: usize = 86;
 
 /// A Unix domain socket address: a filesystem path, a Linux abstract name, or an
 /// unnamed peer (most clients never bind a name) told apart by a number its
 /// listener gave it, so that every connection has an address of its own.
 ///
-/// Names are limited to [`UNIX_PATH_MAX`] bytes of UTF-8 without whitespace or
+/// Names are limited to [`MAX_UNIX_NAME_LEN`] bytes of UTF-8 without whitespace or
 /// control characters, so that every address prints as one token.
 ///
 /// ```
@@ -70,15 +72,17 @@ pub const UNIX_PATH_MAX: usize = 107;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UnixAddr {
     kind: UnixKind,
+    /// The listener's number for an unnamed peer; 0 for names.
+    number: u32,
     len: u8,
-    bytes: [u8; UNIX_PATH_MAX],
+    bytes: [u8; MAX_UNIX_NAME_LEN],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum UnixKind {
     Path,
     Abstract,
-    Unnamed(u64),
+    Unnamed,
 }
 
 impl UnixAddr {
@@ -87,15 +91,16 @@ impl UnixAddr {
             text: name.to_owned(),
         };
         if name.is_empty()
-            || name.len() > UNIX_PATH_MAX
+            || name.len() > MAX_UNIX_NAME_LEN
             || name.chars().any(|c| c.is_whitespace() || c.is_control())
         {
             return Err(bad());
         }
-        let mut bytes = [0; UNIX_PATH_MAX];
+        let mut bytes = [0; MAX_UNIX_NAME_LEN];
         bytes[..name.len()].copy_from_slice(name.as_bytes());
         Ok(UnixAddr {
             kind,
+            number: 0,
             len: name.len() as u8,
             bytes,
         })
@@ -117,12 +122,13 @@ impl UnixAddr {
         UnixAddr::named(UnixKind::Abstract, name)
     }
 
-    /// An unnamed peer, numbered by its listener.
-    pub fn unnamed(number: u64) -> Self {
+    /// An unnamed peer, numbered by its listener (numbers wrap after 2³²).
+    pub fn unnamed(number: u32) -> Self {
         UnixAddr {
-            kind: UnixKind::Unnamed(number),
+            kind: UnixKind::Unnamed,
+            number,
             len: 0,
-            bytes: [0; UNIX_PATH_MAX],
+            bytes: [0; MAX_UNIX_NAME_LEN],
         }
     }
 
@@ -147,7 +153,7 @@ impl fmt::Display for UnixAddr {
         match self.kind {
             UnixKind::Path => write!(f, "unix:{}", self.name()),
             UnixKind::Abstract => write!(f, "unix:@{}", self.name()),
-            UnixKind::Unnamed(n) => write!(f, "unix:unnamed#{n}"),
+            UnixKind::Unnamed => write!(f, "unix:unnamed#{}", self.number),
         }
     }
 }
@@ -229,10 +235,17 @@ mod tests {
         for text in ["unix:/tmp/a.sock", "unix:@chitchat-1", "unix:relative/p"] {
             assert_eq!(text.parse::<Addr>().unwrap().to_string(), text);
         }
-        let long = format!("unix:/{}", "x".repeat(UNIX_PATH_MAX));
+        let long = format!("unix:/{}", "x".repeat(MAX_UNIX_NAME_LEN));
         for bad in ["unix:", "unix:@", "unix:/a b", long.as_str()] {
             assert!(bad.parse::<Addr>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn addresses_stay_small() {
+        assert!(std::mem::size_of::<Addr>() <= 96);
+        assert!(std::mem::size_of::<crate::WriteError>() <= 128);
+        assert!(std::mem::size_of::<crate::ConnError>() <= 128);
     }
 
     #[test]

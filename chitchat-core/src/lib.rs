@@ -47,7 +47,7 @@ pub mod server;
 pub mod stats;
 pub mod transport;
 
-pub use addr::{Addr, AddrParseError, UnixAddr};
+pub use addr::{Addr, AddrParseError, UnixAddr, MAX_UNIX_NAME_LEN};
 pub use client::Client;
 pub use config::{
     ClientConfig, ConnConfig, Delimiter, FrameConfig, OversizePolicy, ServerConfig,

@@ -38,7 +38,7 @@ pub struct UnixAcceptor {
     listener: UnixListener,
     addr: UnixAddr,
     /// Numbers unnamed peers so each has an address of its own.
-    unnamed: u64,
+    unnamed: u32,
 }
 
 /// One Unix socket connection.
@@ -149,7 +149,7 @@ impl Listener for UnixAcceptor {
         // `getpeername` has it.
         let name = stream.peer_addr().ok().as_ref().and_then(name_of);
         let peer = Addr::Unix(name.unwrap_or_else(|| {
-            self.unnamed += 1;
+            self.unnamed = self.unnamed.wrapping_add(1);
             UnixAddr::unnamed(self.unnamed)
         }));
         let conn = UnixConn {
