@@ -407,3 +407,33 @@ fn client_reports_a_refused_connection_with_the_address() {
     assert_eq!(stderr, format!("error: connection to {addr} refused\n"));
     assert!(client.stdout().is_empty());
 }
+
+#[test]
+fn serves_and_connects_over_a_unix_socket() {
+    let path = std::env::temp_dir().join(format!("chitchat-echo-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let path_text = path.to_str().unwrap().to_owned();
+    let mut server = Proc::spawn(SERVER, &["--unix", &path_text], None);
+    let expected = format!("listening on unix:{path_text}\n");
+    let deadline = Instant::now() + TIMEOUT;
+    while !server.stdout().starts_with(expected.as_bytes()) {
+        assert!(Instant::now() < deadline, "stdout: {:?}", server.stdout());
+        thread::sleep(Duration::from_millis(10));
+    }
+
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.write_all(b"over unix\r\n").unwrap();
+    let mut echoed = [0; 10];
+    stream.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"over unix\n");
+    drop(stream);
+
+    let mut client = Proc::spawn(CLIENT, &["--unix", &path_text], Some(b"a\nb\n"));
+    assert_eq!(client.wait_exit().code(), Some(0), "{}", client.stderr());
+    assert_eq!(String::from_utf8_lossy(&client.stdout()), "a\nb\n");
+
+    server.signal(libc::SIGINT);
+    assert_eq!(server.wait_exit().code(), Some(0), "{}", server.stderr());
+    assert!(!path.exists(), "the socket file is removed at shutdown");
+}

@@ -17,11 +17,11 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use chitchat_core::{
-    Addr, CloseReason, Delimiter, EventStream, WriteError, DEFAULT_MAX_FRAME_LEN,
+    Addr, CloseReason, Delimiter, EventStream, UnixAddr, WriteError, DEFAULT_MAX_FRAME_LEN,
     DEFAULT_MAX_OUTBOUND,
 };
 use chitchat_examples::{parse_delimiter, parse_secs};
-use chitchat_tokio::Client;
+use chitchat_tokio::{Client, Unix};
 use clap::Parser;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -45,6 +45,10 @@ struct Args {
     /// Server address: IP:PORT or HOST:PORT.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
     connect: String,
+
+    /// Connect to this Unix socket path instead.
+    #[arg(long, value_name = "PATH", conflicts_with = "connect")]
+    unix: Option<String>,
 
     /// Frame delimiter, as for echo_server: one character, `\n`, `\t`, `\0`, or
     /// `0`/`eof` for EOF mode (stdin is one message, ended by closing our side).
@@ -70,18 +74,23 @@ async fn run() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     let eof_mode = args.delim == Delimiter::Eof;
 
-    let addr = resolve(&args.connect).await?;
+    let addr = match &args.unix {
+        Some(path) => Addr::Unix(UnixAddr::path_name(path)?),
+        None => resolve(&args.connect).await?,
+    };
     // A refusal or a timeout names the address; `exit_code` prints it, exit code 1.
-    let client = Client::builder(addr)
+    let builder = Client::builder(addr)
         .delimiter(args.delim)
         .max_frame_len(args.max_frame)
         // Room for a largest frame and more: a frame bigger than the queue bound
         // could never be queued.
         .max_outbound(DEFAULT_MAX_OUTBOUND.max(args.max_frame.saturating_mul(4)))
         .connect_timeout(args.connect_timeout)
-        .on_frame(move |_ctx, frame| print_frame(&frame, eof_mode))
-        .connect()
-        .await?;
+        .on_frame(move |_ctx, frame| print_frame(&frame, eof_mode));
+    let client = match args.unix {
+        Some(_) => builder.connect_with(&Unix).await?,
+        None => builder.connect().await?,
+    };
     let log = tokio::spawn(log_errors(client.events()));
 
     // Stdin is read on a plain thread: a blocked read there cannot hold up the exit

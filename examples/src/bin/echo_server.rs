@@ -15,11 +15,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chitchat_core::{
-    Addr, Delimiter, EventStream, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND,
+    Addr, Delimiter, EventStream, UnixAddr, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND,
     DEFAULT_PARTIAL_FRAME_BUDGET,
 };
 use chitchat_examples::{parse_delimiter, parse_secs};
-use chitchat_tokio::Server;
+use chitchat_tokio::{Server, Unix};
 use clap::Parser;
 use futures::StreamExt;
 
@@ -35,6 +35,10 @@ struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
     listen: Addr,
+
+    /// Listen on this Unix socket path instead (removed again at shutdown).
+    #[arg(long, value_name = "PATH", conflicts_with = "listen")]
+    unix: Option<String>,
 
     /// Frame delimiter: one character, `\n` (a CR before it is dropped too), `\t`,
     /// `\0`, or `0`/`eof` for EOF mode (one frame per connection, ended when the
@@ -73,7 +77,11 @@ async fn run() -> anyhow::Result<ExitCode> {
     // meet the default action (kill, exit code 130).
     let stop = stop_signal()?;
 
-    let mut builder = Server::builder(args.listen)
+    let addr = match &args.unix {
+        Some(path) => Addr::Unix(UnixAddr::path_name(path)?),
+        None => args.listen,
+    };
+    let mut builder = Server::builder(addr)
         .delimiter(args.delim)
         .max_frame_len(args.max_frame)
         // Replies queued for one client: four frames, as the engine's default is for
@@ -97,7 +105,11 @@ async fn run() -> anyhow::Result<ExitCode> {
         builder = builder.max_connections(max);
     }
     // Bound when this returns; a bind error names the address.
-    let server = builder.listen().await?;
+    // The same engine on either transport.
+    let server = match args.unix {
+        Some(_) => builder.listen_on(&Unix).await?,
+        None => builder.listen().await?,
+    };
 
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {}", server.local_addr())?;
