@@ -103,6 +103,9 @@ pub(crate) struct Driver<C, S> {
     read_size: usize,
     /// Encoded output not yet taken by the transport.
     out: BytesMut,
+    /// Bytes were written since the transport was last flushed (TLS buffers
+    /// records; TCP's flush is free).
+    unflushed: bool,
     /// Reply bytes in `out` not yet added to the shared `queued` counter: replies
     /// are counted locally and published once per read, not once per frame.
     unpublished: usize,
@@ -137,6 +140,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             read_buf: BytesMut::new(),
             read_size: INITIAL_READ,
             out: BytesMut::new(),
+            unflushed: false,
             unpublished: 0,
             stats: ConnStats::default(),
             stats_reported: ConnStats::default(),
@@ -195,7 +199,12 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             progressed |= self.poll_write(cx)?;
         }
 
-        if self.out.is_empty() {
+        if self.out.is_empty() && self.unflushed {
+            // Not progress by itself: the shutdown check below sees its effect.
+            self.poll_flush(cx)?;
+        }
+
+        if self.out.is_empty() && !self.unflushed {
             progressed |= self.poll_shutdown_if_due(cx)?;
         }
 
@@ -256,6 +265,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             Poll::Ready(Ok(0)) => Err(self.fail(io::ErrorKind::WriteZero.into())),
             Poll::Ready(Ok(n)) => {
                 self.out.advance(n);
+                self.unflushed = true;
                 self.stats.bytes_out += n as u64;
                 self.write_stalled_since = None;
                 self.shared.queued.fetch_sub(n, Ordering::AcqRel);
@@ -263,6 +273,17 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
                     self.shared.drained.notify_waiters();
                 }
                 Ok(true)
+            }
+            Poll::Ready(Err(err)) => Err(self.fail(err)),
+        }
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Result<(), End> {
+        match self.conn.poll_flush(cx) {
+            Poll::Pending => Ok(()),
+            Poll::Ready(Ok(())) => {
+                self.unflushed = false;
+                Ok(())
             }
             Poll::Ready(Err(err)) => Err(self.fail(err)),
         }
