@@ -31,4 +31,11 @@ mod conformance {
             tokio::test(flavor = "multi_thread", worker_threads = 2)
         );
     }
+
+    mod tls {
+        chitchat_testkit::conformance_tests!(
+            chitchat_testkit::conformance::TlsHarness::new(),
+            tokio::test(flavor = "multi_thread", worker_threads = 2)
+        );
+    }
 }

@@ -11,6 +11,7 @@
 //! - `shutdown`: cut and graceful drain.
 //! - [`tcp`]: the TCP transport.
 //! - [`unix`]: the Unix domain socket transport.
+//! - `tls` (feature `tls`): TLS over TCP with rustls.
 //! - `readiness`: reading and writing tokio's sockets through readiness, shared by both.
 //! - [`codec`]: [`FrameCodec`], the same framing as a tokio-util `Decoder`/`Encoder`.
 //!
@@ -63,12 +64,19 @@ mod shutdown;
 mod stats;
 pub mod tcp;
 mod timeouts;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod unix;
 
 pub use client::{Client, ClientBuilder};
 pub use codec::{CodecError, FrameCodec};
 pub use server::{Server, ServerBuilder};
 pub use tcp::{Tcp, TcpAcceptor, TcpConn};
+#[cfg(feature = "tls")]
+pub use tls::{TlsClient, TlsConn, TlsListener, TlsServer};
+/// rustls, as chitchat uses it (for building TLS configurations).
+#[cfg(feature = "tls")]
+pub use tokio_rustls::rustls;
 pub use unix::{Unix, UnixAcceptor, UnixConn};
 
 #[cfg(doctest)]

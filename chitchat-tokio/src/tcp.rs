@@ -46,6 +46,11 @@ impl TcpConn {
     pub fn stream(&self) -> &TcpStream {
         &self.stream
     }
+
+    /// The underlying stream, by value (to layer TLS on it, for instance).
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
 }
 
 fn inet(addr: &Addr) -> io::Result<SocketAddr> {

@@ -19,10 +19,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chitchat_core::{
-    Addr, CloseReason, ConnError, ConnErrorKind, Delimiter, Event, FrameConfig, FrameError,
-    Framer, OversizePolicy, ReadContext,
+    Addr, CloseReason, ConnError, ConnErrorKind, Delimiter, Event, FrameConfig, FrameError, Framer,
+    OversizePolicy, ReadContext,
 };
 use chitchat_tokio::{Client, Server};
+use futures::StreamExt;
 use reliability_util::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -73,7 +74,9 @@ fn good_peers(
 async fn all_echoed(set: &mut JoinSet<Result<usize, String>>, each: usize) -> usize {
     let mut total = 0;
     while let Some(result) = set.join_next().await {
-        let echoed = result.expect("good peer task").unwrap_or_else(|e| panic!("{e}"));
+        let echoed = result
+            .expect("good peer task")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(echoed, each, "a good peer lost frames");
         total += echoed;
     }
@@ -122,9 +125,9 @@ fn oversized_frame_closes_only_its_sender() {
         drop(hostile);
         recorder
             .wait_for("the hostile peer's close", |events| {
-                events.iter().any(|(_, e)| {
-                    e.as_closed().is_some_and(|c| c.peer == hostile_addr)
-                })
+                events
+                    .iter()
+                    .any(|(_, e)| e.as_closed().is_some_and(|c| c.peer == hostile_addr))
             })
             .await;
         let closed_after = began.elapsed();
@@ -135,16 +138,25 @@ fn oversized_frame_closes_only_its_sender() {
 
         assert!(got.is_empty(), "the hostile peer gets nothing back");
         let errors = recorder.errors();
-        assert_eq!(errors.len(), 1, "one error, for the hostile peer: {errors:?}");
+        assert_eq!(
+            errors.len(),
+            1,
+            "one error, for the hostile peer: {errors:?}"
+        );
         assert!(
             matches!(errors[0], ConnError::FrameTooLong { peer, limit } if peer == hostile_addr && limit == 64 * KIB),
             "{}",
             errors[0]
         );
         assert!(errors[0].to_string().contains(&hostile_addr.to_string()));
-        let closes = recorder.closes();
-        assert_eq!(closes.len(), 1, "only the hostile peer closed so far");
-        assert_eq!(closes[0].1.reason, CloseReason::FrameTooLong);
+        for (_, close) in recorder.closes() {
+            let expected = if close.peer == hostile_addr {
+                CloseReason::FrameTooLong
+            } else {
+                CloseReason::PeerEof // a good peer hanging up at the end
+            };
+            assert_eq!(close.reason, expected, "{close:?}");
+        }
         let growth = rss_after as i64 - rss_before as i64;
         figure(
             "case 1",
@@ -180,7 +192,10 @@ fn oversized_eof_message_closes_only_its_sender() {
                 .map_err(|e| format!("client {id}: {e}"))?;
             // Lines inside: EOF mode does not split on them.
             let message = [payload(id, i), b"\nsecond line\r\n".to_vec()].concat();
-            stream.write_all(&message).await.map_err(|e| e.to_string())?;
+            stream
+                .write_all(&message)
+                .await
+                .map_err(|e| e.to_string())?;
             stream.shutdown().await.map_err(|e| e.to_string())?;
             let got = drain(&mut stream).await;
             if got != message {
@@ -219,9 +234,9 @@ fn oversized_eof_message_closes_only_its_sender() {
         drop(hostile);
         recorder
             .wait_for("the hostile peer's close", |events| {
-                events.iter().any(|(_, e)| {
-                    e.as_closed().is_some_and(|c| c.peer == hostile_addr)
-                })
+                events
+                    .iter()
+                    .any(|(_, e)| e.as_closed().is_some_and(|c| c.peer == hostile_addr))
             })
             .await;
         let closed_after = began.elapsed();
@@ -231,7 +246,11 @@ fn oversized_eof_message_closes_only_its_sender() {
 
         assert!(got.is_empty(), "the hostile peer gets nothing back");
         let errors = recorder.errors();
-        assert_eq!(errors.len(), 1, "one error, for the hostile peer: {errors:?}");
+        assert_eq!(
+            errors.len(),
+            1,
+            "one error, for the hostile peer: {errors:?}"
+        );
         assert!(
             matches!(errors[0], ConnError::FrameTooLong { peer, .. } if peer == hostile_addr),
             "{}",
@@ -262,6 +281,543 @@ fn oversized_eof_message_closes_only_its_sender() {
             ),
         );
         assert!(growth < 1024, "memory grew by {growth} KiB");
+        server.cut().await;
+    });
+}
+
+/// How a flood attempt ended.
+enum Attempt {
+    /// Echoed: the connection is served (kept open for later rounds).
+    Served(GoodPeer),
+    /// Closed without a byte; how long after the connect.
+    Refused(Addr, Duration),
+}
+
+/// Case 4. 300 connection attempts at once against `max_connections` 100.
+///
+/// Pass: exactly 100 are served; the other 200 are closed at once (under 2 s after
+/// connecting, with nothing sent to them), each with a `Refused` error and a
+/// `Refused` close event naming it; the server never runs more than 100 connection
+/// tasks; the served peers then exchange 50 frames each and lose none; once they
+/// leave, 100 new peers are all served.
+#[test]
+fn connection_flood_serves_exactly_the_limit_and_refuses_the_rest_at_once() {
+    run(|| async {
+        const MAX: usize = 100;
+        let server = echo_server(|b| b.max_connections(MAX)).await;
+        let addr = inet(&server);
+        let recorder = Recorder::start(server.events());
+        let tasks_before = alive_tasks();
+        let began = Instant::now();
+
+        let mut attempts = JoinSet::new();
+        for id in 0..3 * MAX {
+            attempts.spawn(async move {
+                let mut peer = GoodPeer::connect(addr, id).await?;
+                let local = peer.local_addr();
+                let connected = Instant::now();
+                match peer.rounds(1).await {
+                    Ok(()) => Ok(Attempt::Served(peer)),
+                    Err(_) => Ok::<_, String>(Attempt::Refused(local, connected.elapsed())),
+                }
+            });
+        }
+        let mut served = Vec::new();
+        let mut refused = Vec::new();
+        while let Some(attempt) = attempts.join_next().await {
+            match attempt.unwrap().unwrap() {
+                Attempt::Served(peer) => served.push(peer),
+                Attempt::Refused(addr, after) => refused.push((addr, after)),
+            }
+        }
+        let flood_took = began.elapsed();
+        // Server side: one accept loop and one task per served connection, plus
+        // the recorder; the refused cost no task.
+        let tasks_during = alive_tasks();
+        assert_eq!(served.len(), MAX, "exactly the limit is served");
+        assert_eq!(refused.len(), 2 * MAX);
+        assert!(
+            tasks_during <= tasks_before + MAX,
+            "{tasks_during} tasks alive, {tasks_before} before the flood"
+        );
+        let slowest_refusal = refused.iter().map(|&(_, d)| d).max().unwrap();
+        assert!(
+            slowest_refusal < Duration::from_secs(2),
+            "{slowest_refusal:?}"
+        );
+
+        let mut rounds = JoinSet::new();
+        for mut peer in served {
+            rounds.spawn(async move {
+                peer.rounds(50).await?;
+                Ok::<_, String>(peer.echoed())
+            });
+        }
+        let echoed = all_echoed(&mut rounds, 51).await;
+
+        let refused_addrs: HashSet<Addr> = refused.iter().map(|&(a, _)| a).collect();
+        recorder
+            .wait_for("200 refusals", |events| {
+                events
+                    .iter()
+                    .filter(|(_, e)| matches!(e.as_error(), Some(ConnError::Refused { .. })))
+                    .count()
+                    >= 2 * MAX
+            })
+            .await;
+        let errors = recorder.errors();
+        let refusal_peers: HashSet<Addr> = errors
+            .iter()
+            .filter(|e| e.kind() == ConnErrorKind::Refused)
+            .map(ConnError::addr)
+            .collect();
+        assert_eq!(
+            refusal_peers, refused_addrs,
+            "one refusal event per refused peer"
+        );
+        assert_eq!(errors.len(), 2 * MAX, "no other error: {errors:?}");
+        let refused_closes = recorder
+            .closes()
+            .iter()
+            .filter(|(_, c)| c.reason == CloseReason::Refused)
+            .count();
+        assert_eq!(refused_closes, 2 * MAX);
+        let stats = server.stats();
+        assert_eq!(
+            (stats.accepted, stats.refused),
+            (MAX as u64, 2 * MAX as u64)
+        );
+
+        // The served peers leave; the server accepts again.
+        wait_until("the served peers to be gone", || {
+            server.connection_count() == 0
+        })
+        .await;
+        let mut again = JoinSet::new();
+        for id in 0..MAX {
+            again.spawn(async move {
+                let mut peer = GoodPeer::connect(addr, 10_000 + id).await?;
+                peer.rounds(5).await?;
+                Ok::<_, String>(peer.echoed())
+            });
+        }
+        let echoed_after = all_echoed(&mut again, 5).await;
+        figure(
+            "case 4",
+            format_args!(
+                "300 attempts at once, max 100: served {MAX}, refused {} (slowest refusal {slowest_refusal:?} after connect), \
+                 flood classified in {flood_took:?}; tasks {tasks_before} -> {tasks_during} during; served peers echoed {echoed} frames, 0 lost; \
+                 events: {} Refused errors + {refused_closes} Refused closes; afterwards 100 new peers echoed {echoed_after} frames",
+                refused.len(),
+                refusal_peers.len()
+            ),
+        );
+        server.cut().await;
+    });
+}
+
+/// Case 5. A peer sends requests and never reads the replies, against an echo server
+/// with the default 256 KiB outbound bound and a 500 ms write timeout, while 10
+/// good peers keep exchanging frames.
+///
+/// Pass: the server stops reading it (backpressure) so its resident memory grows by
+/// less than the outbound bound plus one read buffer (256 + 64 KiB), however much the
+/// peer sends; the peer is dropped with `WriteTimeout` naming it (close reason
+/// `WriteStalled`) within 500 ms + 1.5 s of its last accepted byte; the good peers
+/// lose nothing.
+#[test]
+fn peer_that_never_reads_is_bounded_then_dropped_after_the_write_timeout() {
+    run(|| async {
+        let write_timeout = Duration::from_millis(500);
+        let server = echo_server(|b| b.write_timeout(write_timeout)).await;
+        let addr = inet(&server);
+        let recorder = Recorder::start(server.events());
+        let (start, end) = (Arc::new(Barrier::new(11)), Arc::new(Barrier::new(11)));
+        let mut good = JoinSet::new();
+        good_peers(&mut good, addr, 10, 300, start.clone(), end.clone());
+        start.wait().await;
+        let rss_before = rss_kib();
+        reset_peak_rss();
+
+        // A small receive buffer, so the kernel holds little for it: the test is
+        // about what the server holds.
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut sink = socket.connect(addr).await.unwrap();
+        let sink_addr = Addr::from(sink.local_addr().unwrap());
+        let request = [vec![b'r'; 1023], vec![b'\n']].concat();
+        let mut sent = 0usize;
+        let mut last_progress = Instant::now();
+        // Bounded: at most 256 MiB, or until a write makes no progress for 250 ms.
+        while sent < 256 * MIB {
+            match timeout(Duration::from_millis(250), sink.write_all(&request)).await {
+                Ok(Ok(())) => {
+                    sent += request.len();
+                    last_progress = Instant::now();
+                }
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        recorder
+            .wait_for("the non-reader's close", |events| {
+                events
+                    .iter()
+                    .any(|(_, e)| e.as_closed().is_some_and(|c| c.peer == sink_addr))
+            })
+            .await;
+        let (closed_at, close) = recorder
+            .closes()
+            .into_iter()
+            .find(|(_, c)| c.peer == sink_addr)
+            .unwrap();
+        let dropped_after = closed_at.saturating_duration_since(last_progress);
+        let peak_growth = peak_rss_kib() as i64 - rss_before as i64;
+        end.wait().await;
+        let echoed = all_echoed(&mut good, 301).await;
+        drop(sink);
+
+        assert_eq!(close.reason, CloseReason::WriteStalled);
+        let errors = recorder.errors();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            matches!(errors[0], ConnError::WriteTimeout { peer, after } if peer == sink_addr && after == write_timeout),
+            "{}",
+            errors[0]
+        );
+        figure(
+            "case 5",
+            format_args!(
+                "non-reader sent {} KiB of requests and read nothing; server stopped reading it; peak RSS growth {peak_growth} KiB; \
+                 dropped with WriteTimeout {dropped_after:?} after its last accepted byte \
+                 (server had written {} KiB to it); 10 good peers echoed {echoed} frames, 0 lost",
+                sent / KIB,
+                close.stats.bytes_out / KIB as u64
+            ),
+        );
+        assert!(peak_growth < 320, "memory grew by {peak_growth} KiB");
+        assert!(
+            dropped_after < write_timeout + Duration::from_millis(1500),
+            "{dropped_after:?}"
+        );
+        server.cut().await;
+    });
+}
+
+/// Case 6. 1000 peers each send a frame, get its echo, send half a frame, and close
+/// abortively (`SO_LINGER` 0: a reset instead of a FIN).
+///
+/// Pass: no panic; every connection ends with exactly one close event, with reason
+/// `PeerReset` and one `Io` error naming the peer, or (a documented silent close)
+/// with `PeerEof` and no error; afterwards the process has as many tasks and open
+/// fds as before the peers came.
+#[test]
+fn thousand_resets_mid_frame_leak_no_task_and_no_fd() {
+    run(|| async {
+        const PEERS: usize = 1000;
+        let server = echo_server(|b| b).await;
+        let addr = inet(&server);
+        let recorder = Recorder::start(server.events());
+        let (tasks_before, fds_before) = (alive_tasks(), open_fds());
+        let began = Instant::now();
+
+        let mut peers = JoinSet::new();
+        for id in 0..PEERS {
+            peers.spawn(async move {
+                let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+                let local = Addr::from(stream.local_addr().unwrap());
+                let frame = [payload(id, 0), vec![b'\n']].concat();
+                stream.write_all(&frame).await.map_err(|e| e.to_string())?;
+                let mut echo = vec![0; frame.len()];
+                timeout(PROMPT, stream.read_exact(&mut echo))
+                    .await
+                    .map_err(|_| "echo late".to_owned())?
+                    .map_err(|e| e.to_string())?;
+                stream
+                    .write_all(b"half a frame, never fini")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                abort(stream);
+                Ok::<_, String>(local)
+            });
+        }
+        let mut addrs = HashSet::new();
+        while let Some(r) = peers.join_next().await {
+            addrs.insert(r.unwrap().unwrap());
+        }
+        recorder
+            .wait_for("1000 close events", |events| {
+                events
+                    .iter()
+                    .filter(|(_, e)| e.as_closed().is_some())
+                    .count()
+                    >= PEERS
+            })
+            .await;
+        let took = began.elapsed();
+        wait_until("every connection task to end", || {
+            alive_tasks() == tasks_before
+        })
+        .await;
+        let (tasks_after, fds_after) = (alive_tasks(), open_fds());
+
+        let closes = recorder.closes();
+        let errors = recorder.errors();
+        assert_eq!(closes.len(), PEERS, "one close event per connection");
+        let closed: HashSet<Addr> = closes.iter().map(|(_, c)| c.peer).collect();
+        assert_eq!(closed, addrs, "each peer closed once");
+        let io_errors: HashSet<Addr> = errors
+            .iter()
+            .filter(|e| {
+                matches!(e, ConnError::Io { source, .. } if source.kind() == std::io::ErrorKind::ConnectionReset)
+            })
+            .map(ConnError::addr)
+            .collect();
+        assert_eq!(
+            io_errors.len(),
+            errors.len(),
+            "only reset errors: {errors:?}"
+        );
+        let mut resets = 0;
+        let mut silent = 0;
+        for (_, close) in &closes {
+            match close.reason {
+                CloseReason::PeerReset => {
+                    assert!(io_errors.contains(&close.peer), "a reset without its error");
+                    resets += 1;
+                }
+                CloseReason::PeerEof => {
+                    assert!(!io_errors.contains(&close.peer));
+                    silent += 1;
+                }
+                other => panic!("unexpected close reason {other:?}"),
+            }
+        }
+        figure(
+            "case 6",
+            format_args!(
+                "{PEERS} peers reset mid-frame: {resets} PeerReset closes each with one Io(ConnectionReset) error, \
+                 {silent} silent; all closed within {took:?}; tasks {tasks_before} -> {tasks_after}, fds {fds_before} -> {fds_after}"
+            ),
+        );
+        assert_eq!(server.stats().open, 0);
+        assert_eq!(tasks_after, tasks_before, "no task leaked");
+        assert_eq!(fds_after, fds_before, "no fd leaked");
+        server.cut().await;
+    });
+}
+
+/// Case 7. 10 000 frames make the handler panic, one per connection, 100
+/// connections at a time.
+///
+/// Pass: every panic is reported as a `HandlerPanic` error naming its peer and ends
+/// only that connection (close reason `HandlerPanic`); the server still serves a
+/// good peer afterwards; tasks and open fds are back to what they were.
+#[test]
+fn ten_thousand_handler_panics_leave_the_server_serving_and_leak_nothing() {
+    run(|| async {
+        const PANICS: usize = 10_000;
+        const AT_ONCE: usize = 100;
+        let server = reliability_util::echo_server(|b| {
+            b.on_frame(|ctx, frame| {
+                if frame.starts_with(b"boom") {
+                    panic!("{DELIBERATE}: {}", String::from_utf8_lossy(&frame));
+                }
+                let _ = ctx.reply(&frame);
+            })
+            // Room for every event: this case counts them.
+            .config({
+                let mut config = chitchat_core::ServerConfig::default();
+                config.event_capacity = 4 * PANICS;
+                config
+            })
+        })
+        .await;
+        let addr = inet(&server);
+        // Counts instead of keeping the 20 000 events: memory is measured here.
+        let tally = Arc::new(Mutex::new((0usize, HashMap::<CloseReason, usize>::new())));
+        let counter = tally.clone();
+        let mut events = server.events();
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                let mut tally = counter.lock().unwrap();
+                match event {
+                    Event::Error(ConnError::HandlerPanic { message, .. })
+                        if message.contains(DELIBERATE) =>
+                    {
+                        tally.0 += 1
+                    }
+                    Event::Closed(close) => *tally.1.entry(close.reason).or_default() += 1,
+                    _ => {}
+                }
+            }
+        });
+        /// `total` connections, `AT_ONCE` at a time, each sending one fatal frame.
+        async fn panic_batch(addr: SocketAddr, total: usize, tag: &str) -> usize {
+            let mut workers = JoinSet::new();
+            for worker in 0..AT_ONCE {
+                let tag = tag.to_owned();
+                workers.spawn(async move {
+                    for i in 0..total / AT_ONCE {
+                        let mut stream =
+                            TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+                        stream
+                            .write_all(format!("boom {tag} {worker}-{i}\n").as_bytes())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        if !drain(&mut stream).await.is_empty() {
+                            return Err("a panicking handler replied".to_owned());
+                        }
+                    }
+                    Ok::<usize, String>(total / AT_ONCE)
+                });
+            }
+            let mut done = 0;
+            while let Some(r) = workers.join_next().await {
+                done += r.unwrap().unwrap();
+            }
+            done
+        }
+        let closed = |tally: &Mutex<(usize, HashMap<CloseReason, usize>)>| {
+            tally.lock().unwrap().1.values().sum::<usize>()
+        };
+
+        // Warm-up, so that the baseline includes the allocator's per-thread arenas.
+        const WARM_UP: usize = 1000;
+        panic_batch(addr, WARM_UP, "warm-up").await;
+        wait_until("the warm-up's close events", || closed(&tally) >= WARM_UP).await;
+        let (tasks_before, fds_before) = (alive_tasks(), open_fds());
+        let rss_before = rss_kib();
+        let began = Instant::now();
+        let done = panic_batch(addr, PANICS, "run").await;
+        wait_until("10 000 close events", || closed(&tally) >= WARM_UP + PANICS).await;
+        let took = began.elapsed();
+        let mut good = GoodPeer::connect(addr, 0).await.unwrap();
+        good.rounds(10).await.unwrap();
+        drop(good);
+        wait_until("every connection task to end", || {
+            alive_tasks() == tasks_before && server.stats().open == 0
+        })
+        .await;
+        let (tasks_after, fds_after, rss_after) = (alive_tasks(), open_fds(), rss_kib());
+
+        let stats = server.stats();
+        let all = (WARM_UP + PANICS) as u64;
+        assert_eq!(done, PANICS);
+        assert_eq!(stats.errors.get(ConnErrorKind::HandlerPanic), all);
+        assert_eq!(stats.errors.total(), all, "{:?}", stats.errors);
+        let (panics, by_reason) = tally.lock().unwrap().clone();
+        assert_eq!(panics, WARM_UP + PANICS);
+        assert_eq!(
+            by_reason.get(&CloseReason::HandlerPanic),
+            Some(&(WARM_UP + PANICS))
+        );
+        figure(
+            "case 7",
+            format_args!(
+                "{PANICS} handler panics on {PANICS} connections ({AT_ONCE} at a time, after {WARM_UP} to warm up) in {took:?}: \
+                 {panics} HandlerPanic errors in all, closes {by_reason:?}; then a good peer echoed 10/10; \
+                 tasks {tasks_before} -> {tasks_after}, fds {fds_before} -> {fds_after}, RSS {rss_before} -> {rss_after} KiB"
+            ),
+        );
+        // Nothing per connection is kept: 10 000 of them leave less than 2 MiB
+        // (allocator arenas of the worker threads warm up on the way).
+        assert!(
+            rss_after < rss_before + 2048,
+            "RSS {rss_before} -> {rss_after} KiB"
+        );
+        assert_eq!(tasks_after, tasks_before, "no task leaked");
+        assert_eq!(fds_after, fds_before, "no fd leaked");
+        server.cut().await;
+    });
+}
+
+/// Case 8. Nobody reads the event stream while one peer causes 1 000 000 errors (a
+/// million one-byte frames against a frame limit of 0 with the skip policy), and a
+/// good peer exchanges frames on another connection.
+///
+/// Pass: the server never blocks (the errant peer's final empty frame is echoed, and
+/// the good peer is served throughout); `stats()` counts 1 000 000 `FrameTooLong`;
+/// `events_dropped` is exactly 1 000 000 minus the 1024 events the queue keeps, and
+/// the queue holds exactly those 1024, the newest; resident memory grows by less
+/// than 1 MiB.
+#[test]
+fn million_undrained_errors_never_block_and_are_counted_exactly() {
+    run(|| async {
+        const ERRORS: usize = 1_000_000;
+        const CAPACITY: usize = 1024;
+        let server = echo_server(|b| {
+            let mut config = chitchat_core::ServerConfig::default();
+            config.event_capacity = CAPACITY;
+            config.conn.frame.max_frame_len = 0;
+            config.conn.oversize = OversizePolicy::SkipFrame;
+            b.config(config)
+        })
+        .await;
+        let addr = inet(&server);
+        let events = server.events(); // held, never read
+        // The good peer sends empty frames, the only ones that fit the limit.
+        let mut good = TcpStream::connect(addr).await.unwrap();
+        let mut errant = TcpStream::connect(addr).await.unwrap();
+        let errant_addr = Addr::from(errant.local_addr().unwrap());
+        let rss_before = rss_kib();
+        reset_peak_rss();
+        let began = Instant::now();
+
+        let pinger = tokio::spawn(async move {
+            let mut rounds = 0;
+            let mut byte = [0u8; 1];
+            while rounds < 200 {
+                good.write_all(b"\n").await.unwrap();
+                timeout(PROMPT, good.read_exact(&mut byte)).await.unwrap().unwrap();
+                assert_eq!(&byte, b"\n");
+                rounds += 1;
+            }
+            // Kept open until the end: its close would be one more event.
+            (rounds, good)
+        });
+        let chunk = b"x\n".repeat(32 * KIB);
+        let mut sent = 0;
+        while sent < ERRORS {
+            let frames = (chunk.len() / 2).min(ERRORS - sent);
+            errant.write_all(&chunk[..2 * frames]).await.unwrap();
+            sent += frames;
+        }
+        errant.write_all(b"\n").await.unwrap();
+        let mut byte = [0u8; 1];
+        timeout(PROMPT, errant.read_exact(&mut byte)).await.unwrap().unwrap();
+        let took = began.elapsed();
+        let (pings, _good) = pinger.await.unwrap();
+        let rss_after = rss_kib();
+        let peak_growth = peak_rss_kib() as i64 - rss_before as i64;
+
+        let stats = server.stats();
+        let too_long = stats.errors.get(ConnErrorKind::FrameTooLong);
+        assert_eq!(too_long, ERRORS as u64, "{stats:?}");
+        let dropped = stats.events_dropped;
+        let mut kept = 0;
+        while let Some(event) = events.try_next() {
+            match event {
+                Event::Error(ConnError::FrameTooLong { peer, limit: 0 }) => {
+                    assert_eq!(peer, errant_addr, "the newest events are the errant peer's")
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            kept += 1;
+        }
+        figure(
+            "case 8",
+            format_args!(
+                "{ERRORS} FrameTooLong errors from one peer ({} MB) with the event stream undrained, handled in {took:?} \
+                 while a good peer made {pings} round trips; stats: FrameTooLong {too_long}, \
+                 events_dropped {dropped}, kept {kept}; RSS growth {} KiB (peak +{peak_growth} KiB)",
+                2 * ERRORS / 1_000_000,
+                rss_after as i64 - rss_before as i64
+            ),
+        );
+        assert_eq!(kept, CAPACITY);
+        assert_eq!(dropped, (ERRORS - CAPACITY) as u64);
+        assert_eq!(events.dropped(), dropped);
+        assert!(peak_growth < 1024, "memory grew by {peak_growth} KiB");
         server.cut().await;
     });
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chitchat_core::{
-    Addr, BindError, BindOptions, Binder, CloseReason, ConnErrorKind, ConnectError, Delimiter,
-    EncodeError, Event, EventStream, Listener, OversizePolicy, WriteError,
+    Addr, BindError, BindOptions, Binder, CloseReason, ConnErrorKind, ConnectError, Connection,
+    Delimiter, EncodeError, Event, EventStream, Listener, OversizePolicy, WriteError,
 };
 use chitchat_tokio::{Client, ClientBuilder, Server, ServerBuilder};
 use futures::StreamExt;
@@ -737,11 +737,25 @@ pub async fn client_write_refused_when_queue_full<H: Harness>(h: &H) {
         .bind(&h.server_addr(), &BindOptions::default())
         .expect("bind");
     let addr = listener.local_addr().expect("local address");
-    let (client, _inbox) = client(h, addr, |b| b.max_outbound(256 * 1024)).await;
-    let (_held, _) = timeout(PROMPT, poll_fn(|cx| listener.poll_accept(cx)))
-        .await
-        .expect("accept in time")
-        .expect("accept");
+    let accept_and_sit = async {
+        let (mut held, _) = poll_fn(|cx| listener.poll_accept(cx))
+            .await
+            .expect("accept");
+        // An empty write completes any handshake (TLS) and sends nothing.
+        poll_fn(|cx| held.poll_write(cx, b""))
+            .await
+            .expect("handshake");
+        held
+    };
+    let ((client, _inbox), _held) = timeout(
+        PROMPT,
+        futures::future::join(
+            client(h, addr, |b| b.max_outbound(256 * 1024)),
+            accept_and_sit,
+        ),
+    )
+    .await
+    .expect("connect and accept in time");
     let chunk = vec![b'c'; 60 * 1024];
     let mut refused = None;
     // Bounded: 4096 chunks are far more than any transport buffers.
@@ -792,12 +806,19 @@ pub async fn max_connections_refuses_extra_peers<H: Harness>(h: &H) {
         read_frame(&mut peer).await;
         served.push(peer);
     }
-    let mut extra = raw(h, server.local_addr()).await;
-    let _ = extra.write_all(b"let me in\n").await;
-    let (got, _) = read_to_end(&mut extra).await;
-    assert_eq!(got, "", "a refused peer gets nothing");
+    // Over TLS the refusal already fails the handshake, so connecting may fail.
+    if let Ok(Ok(mut extra)) = timeout(
+        PROMPT,
+        RawPeer::connect(h.connector(), &server.local_addr()),
+    )
+    .await
+    {
+        let _ = extra.write_all(b"let me in\n").await;
+        let (got, _) = read_to_end(&mut extra).await;
+        assert_eq!(got, "", "a refused peer gets nothing");
+    }
     let err = next_error(&mut events, ConnErrorKind::Refused).await;
-    assert_eq!(err.addr(), extra.local_addr());
+    assert!(served.iter().all(|p| p.local_addr() != err.addr()), "{err}");
     assert_eq!(next_close(&mut events).await.reason, CloseReason::Refused);
     for peer in &mut served {
         peer.write_all(b"still\n").await.unwrap();
@@ -871,8 +892,15 @@ pub async fn stats_count_connections_traffic_and_errors<H: Harness>(h: &H) {
     drop(bad);
     next_close(&mut events).await;
     let mut extra = raw(h, server.local_addr()).await;
-    let mut third = raw(h, server.local_addr()).await;
-    let _ = read_to_end(&mut third).await; // refused: one slot was free for `extra`
+    // Refused: one slot was free for `extra`. (Over TLS the handshake fails.)
+    if let Ok(Ok(mut third)) = timeout(
+        PROMPT,
+        RawPeer::connect(h.connector(), &server.local_addr()),
+    )
+    .await
+    {
+        let _ = read_to_end(&mut third).await;
+    }
     good.shutdown().await.unwrap();
     let _ = read_to_end(&mut good).await;
     drop(good);

@@ -20,6 +20,7 @@ mod cases;
 mod raw;
 mod sim;
 mod tcp;
+mod tls;
 mod unix;
 
 use std::any::Any;
@@ -31,6 +32,7 @@ pub use cases::*;
 pub use raw::RawPeer;
 pub use sim::SimHarness;
 pub use tcp::TcpHarness;
+pub use tls::TlsHarness;
 pub use unix::UnixHarness;
 
 /// A transport the suite can run on.

@@ -247,6 +247,11 @@ impl GoodPeer {
         })
     }
 
+    /// Our end's address.
+    pub fn local_addr(&self) -> Addr {
+        Addr::from(self.writer.local_addr().expect("local address"))
+    }
+
     /// Frames sent and echoed so far.
     pub fn echoed(&self) -> usize {
         self.sent
