@@ -21,7 +21,7 @@ use chitchat_core::{
     DEFAULT_MAX_OUTBOUND,
 };
 use chitchat_examples::{parse_delimiter, parse_secs};
-use chitchat_tokio::{Client, Unix};
+use chitchat_tokio::{Client, TlsClient, Unix};
 use clap::Parser;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -49,6 +49,15 @@ struct Args {
     /// Connect to this Unix socket path instead.
     #[arg(long, value_name = "PATH", conflicts_with = "connect")]
     unix: Option<String>,
+
+    /// Speak TLS, trusting the PEM certificate authorities in this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "unix")]
+    tls_ca: Option<std::path::PathBuf>,
+
+    /// The name the server's certificate must carry (default: the host of
+    /// --connect).
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    tls_name: Option<String>,
 
     /// Frame delimiter, as for echo_server: one character, `\n`, `\t`, `\0`, or
     /// `0`/`eof` for EOF mode (stdin is one message, ended by closing our side).
@@ -87,9 +96,19 @@ async fn run() -> anyhow::Result<ExitCode> {
         .max_outbound(DEFAULT_MAX_OUTBOUND.max(args.max_frame.saturating_mul(4)))
         .connect_timeout(args.connect_timeout)
         .on_frame(move |_ctx, frame| print_frame(&frame, eof_mode));
-    let client = match args.unix {
-        Some(_) => builder.connect_with(&Unix).await?,
-        None => builder.connect().await?,
+    let client = match (&args.unix, &args.tls_ca) {
+        (Some(_), _) => builder.connect_with(&Unix).await?,
+        (None, Some(ca)) => {
+            let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+            let host = args
+                .connect
+                .rsplit_once(':')
+                .map_or(&*args.connect, |(h, _)| h);
+            let name = args.tls_name.as_deref().unwrap_or(host);
+            let tls = TlsClient::from_ca_pem(&pem, name).context("invalid TLS CA file")?;
+            builder.connect_with(&tls).await?
+        }
+        (None, None) => builder.connect().await?,
     };
     let log = tokio::spawn(log_errors(client.events()));
 

@@ -14,12 +14,13 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use chitchat_core::{
     Addr, Delimiter, EventStream, UnixAddr, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND,
     DEFAULT_PARTIAL_FRAME_BUDGET,
 };
 use chitchat_examples::{parse_delimiter, parse_secs};
-use chitchat_tokio::{Server, Unix};
+use chitchat_tokio::{Server, TlsServer, Unix};
 use clap::Parser;
 use futures::StreamExt;
 
@@ -39,6 +40,19 @@ struct Args {
     /// Listen on this Unix socket path instead (removed again at shutdown).
     #[arg(long, value_name = "PATH", conflicts_with = "listen")]
     unix: Option<String>,
+
+    /// Speak TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "unix"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 
     /// Frame delimiter: one character, `\n` (a CR before it is dropped too), `\t`,
     /// `\0`, or `0`/`eof` for EOF mode (one frame per connection, ended when the
@@ -105,10 +119,18 @@ async fn run() -> anyhow::Result<ExitCode> {
         builder = builder.max_connections(max);
     }
     // Bound when this returns; a bind error names the address.
-    // The same engine on either transport.
-    let server = match args.unix {
-        Some(_) => builder.listen_on(&Unix).await?,
-        None => builder.listen().await?,
+    // The same engine on every transport.
+    let server = match (&args.unix, &args.tls_cert, &args.tls_key) {
+        (Some(_), _, _) => builder.listen_on(&Unix).await?,
+        (None, Some(cert), Some(key)) => {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+            };
+            let tls = TlsServer::from_pem(&read(cert)?, &read(key)?)
+                .context("invalid TLS certificate or key")?;
+            builder.listen_on(&tls).await?
+        }
+        _ => builder.listen().await?,
     };
 
     let mut stdout = std::io::stdout();
