@@ -54,7 +54,7 @@ pub struct TlsConn {
 }
 
 enum State {
-    Handshake(Accept<TcpStream>),
+    Handshake(Box<Accept<TcpStream>>),
     Ready(Box<TlsStream<TcpStream>>),
     Failed,
 }
@@ -144,7 +144,7 @@ impl Listener for TlsListener {
         let (tcp, peer) = ready!(self.tcp.poll_accept(cx))?;
         let local = tcp.local_addr()?;
         let conn = TlsConn {
-            state: State::Handshake(self.acceptor.accept(tcp.into_stream())),
+            state: State::Handshake(Box::new(self.acceptor.accept(tcp.into_stream()))),
             local,
             peer,
         };
@@ -183,7 +183,7 @@ impl TlsConn {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<Pin<&mut TlsStream<TcpStream>>>> {
         if let State::Handshake(accept) = &mut self.state {
-            match ready!(Pin::new(accept).poll(cx)) {
+            match ready!(Pin::new(accept.as_mut()).poll(cx)) {
                 Ok(stream) => self.state = State::Ready(Box::new(TlsStream::Server(stream))),
                 Err(err) => {
                     self.state = State::Failed;

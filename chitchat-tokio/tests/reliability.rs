@@ -755,7 +755,7 @@ fn million_undrained_errors_never_block_and_are_counted_exactly() {
         .await;
         let addr = inet(&server);
         let events = server.events(); // held, never read
-        // The good peer sends empty frames, the only ones that fit the limit.
+                                      // The good peer sends empty frames, the only ones that fit the limit.
         let mut good = TcpStream::connect(addr).await.unwrap();
         let mut errant = TcpStream::connect(addr).await.unwrap();
         let errant_addr = Addr::from(errant.local_addr().unwrap());
@@ -768,7 +768,10 @@ fn million_undrained_errors_never_block_and_are_counted_exactly() {
             let mut byte = [0u8; 1];
             while rounds < 200 {
                 good.write_all(b"\n").await.unwrap();
-                timeout(PROMPT, good.read_exact(&mut byte)).await.unwrap().unwrap();
+                timeout(PROMPT, good.read_exact(&mut byte))
+                    .await
+                    .unwrap()
+                    .unwrap();
                 assert_eq!(&byte, b"\n");
                 rounds += 1;
             }
@@ -784,7 +787,10 @@ fn million_undrained_errors_never_block_and_are_counted_exactly() {
         }
         errant.write_all(b"\n").await.unwrap();
         let mut byte = [0u8; 1];
-        timeout(PROMPT, errant.read_exact(&mut byte)).await.unwrap().unwrap();
+        timeout(PROMPT, errant.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
         let took = began.elapsed();
         let (pings, _good) = pinger.await.unwrap();
         let rss_after = rss_kib();
