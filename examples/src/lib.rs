@@ -1,6 +1,15 @@
 //! Command-line helpers shared by the example binaries (`src/bin/`), so that
 //! `--delim` and the seconds flags read the same in every one of them, and errors
 //! end them the same way.
+//!
+//! ```
+//! use chitchat_core::Delimiter;
+//! use chitchat_examples::{parse_delimiter, parse_secs};
+//!
+//! assert_eq!(parse_delimiter("eof"), Ok(Delimiter::Eof));
+//! assert_eq!(parse_secs("1.5"), Ok(std::time::Duration::from_millis(1500)));
+//! ```
+#![deny(missing_docs)]
 
 use std::process::ExitCode;
 use std::time::Duration;
