@@ -17,9 +17,22 @@ use crate::stats::Counters;
 use crate::tcp::Tcp;
 use crate::timeouts::LiveTimeouts;
 
-/// A connected client (see the [crate docs](crate) for an example).
+/// A connected client.
 ///
 /// Dropping it closes the connection after writing out what is queued.
+///
+/// ```
+/// use chitchat_core::{Addr, ConnectError};
+/// use chitchat_tokio::Client;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Nobody listens on port 1: a typed error naming the address.
+/// let addr: Addr = "127.0.0.1:1".parse().unwrap();
+/// let err = Client::builder(addr).connect().await.unwrap_err();
+/// assert!(matches!(err, ConnectError::Refused { addr: a } if a == addr));
+/// # }
+/// ```
 pub struct Client<S = ()> {
     shared: ConnHandle,
     params: Arc<ConnParams<S>>,

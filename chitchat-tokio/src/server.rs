@@ -33,10 +33,35 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest pause between accept attempts while they keep failing.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// A listening server (see the [crate docs](crate) for an example).
+/// A listening server.
 ///
 /// Dropping it stops listening and drops every connection without waiting; call
 /// [`cut`](Server::cut) or [`shutdown`](Server::shutdown) to wait for that.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::time::Duration;
+/// use chitchat_core::{Addr, Delimiter};
+/// use chitchat_tokio::Server;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> anyhow::Result<()> {
+/// // A counter shared by every connection (the Go library's `additional`).
+/// let server = Server::with_state("127.0.0.1:0".parse::<Addr>()?, AtomicU64::new(0))
+///     .delimiter(Delimiter::Byte(b';'))
+///     .idle_timeout(Duration::from_secs(30))
+///     .on_frame(|ctx, frame| {
+///         let n = ctx.state().fetch_add(1, Ordering::Relaxed);
+///         let _ = ctx.reply(format!("{n}: {}", String::from_utf8_lossy(&frame)).as_bytes());
+///     })
+///     .listen()
+///     .await?;
+/// println!("listening on {}", server.local_addr());
+/// let report = server.shutdown(Duration::from_secs(5)).await;
+/// assert_eq!(report.forced, 0);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Server<S = ()> {
     inner: Arc<ServerShared<S>>,
 }

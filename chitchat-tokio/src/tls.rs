@@ -27,6 +27,23 @@ use tokio_rustls::{Accept, TlsAcceptor, TlsConnector, TlsStream};
 use crate::tcp::{Tcp, TcpAcceptor};
 
 /// The server side: binds TCP and speaks TLS with this configuration.
+///
+/// ```no_run
+/// use chitchat_core::Addr;
+/// use chitchat_tokio::{Server, TlsServer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> anyhow::Result<()> {
+/// let tls = TlsServer::from_pem(&std::fs::read("cert.pem")?, &std::fs::read("key.pem")?)?;
+/// let server = Server::builder("0.0.0.0:7443".parse::<Addr>()?)
+///     .on_frame(|ctx, frame| {
+///         let _ = ctx.reply(&frame);
+///     })
+///     .listen_on(&tls)
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct TlsServer {
     acceptor: TlsAcceptor,

@@ -29,6 +29,22 @@ const BACKLOG_FULL_RETRY: Duration = Duration::from_millis(10);
 /// A server bound to a path removes the socket file when it stops listening; it
 /// does not remove a file left by someone else (binding then fails with
 /// `AddrInUse`).
+///
+/// ```
+/// use chitchat_core::Addr;
+/// use chitchat_tokio::{Server, Unix};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> anyhow::Result<()> {
+/// let path = std::env::temp_dir().join(format!("doc-{}.sock", std::process::id()));
+/// let addr: Addr = format!("unix:{}", path.display()).parse()?;
+/// let server = Server::builder(addr).listen_on(&Unix).await?;
+/// assert_eq!(server.local_addr(), addr);
+/// server.cut().await;
+/// assert!(!path.exists());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Unix;
 

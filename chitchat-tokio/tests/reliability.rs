@@ -827,3 +827,295 @@ fn million_undrained_errors_never_block_and_are_counted_exactly() {
         server.cut().await;
     });
 }
+
+/// One outcome of splitting a stream, in stream order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Split {
+    Frame(Bytes),
+    TooLong,
+    Truncated(usize),
+}
+
+/// The framing contract written independently of the `Framer`, byte by byte: a
+/// frame is the bytes before each `\n`, less one `\r` before it; a frame of more
+/// than `limit` bytes (its `\r` counted) is one `TooLong`, reported as soon as it
+/// passes the limit; bytes left at EOF are `Truncated` unless they passed it.
+struct ReferenceSplit {
+    limit: usize,
+    frame: Vec<u8>,
+    /// Bytes of the current frame, also past the limit (then `frame` stops growing).
+    len: usize,
+}
+
+impl ReferenceSplit {
+    fn new(limit: usize) -> Self {
+        ReferenceSplit {
+            limit,
+            frame: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8], out: &mut impl FnMut(Split)) {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let (body, delimited) = match rest.iter().position(|&b| b == b'\n') {
+                Some(at) => (&rest[..at], true),
+                None => (rest, false),
+            };
+            let room = (self.limit + 1).saturating_sub(self.frame.len());
+            self.frame.extend_from_slice(&body[..body.len().min(room)]);
+            let was_over = self.len > self.limit;
+            self.len += body.len();
+            rest = &rest[body.len()..];
+            // Documented: the error comes as soon as the frame passes the limit,
+            // before its delimiter is seen.
+            if self.len > self.limit && !was_over {
+                out(Split::TooLong);
+            }
+            if delimited {
+                rest = &rest[1..];
+                if self.len <= self.limit {
+                    if self.frame.last() == Some(&b'\r') {
+                        self.frame.pop();
+                    }
+                    out(Split::Frame(Bytes::from(std::mem::take(&mut self.frame))));
+                }
+                self.frame.clear();
+                self.len = 0;
+            }
+        }
+    }
+
+    fn finish(&mut self, out: &mut impl FnMut(Split)) {
+        if self.len > 0 && self.len <= self.limit {
+            out(Split::Truncated(self.len));
+        }
+        self.frame.clear();
+        self.len = 0;
+    }
+}
+
+/// Seeded garbage: random bytes with `\n` at random, its density changing every few
+/// KiB from one per 4 bytes to one per 100 000, so frames range from empty to far
+/// over the limit; `\r\n` pairs and lone `\r` come up too.
+struct Garbage {
+    rng: Rng,
+    /// Bytes left in the current stretch of this density.
+    stretch: usize,
+    /// Mean gap between delimiters in this stretch.
+    mean_gap: u64,
+}
+
+impl Garbage {
+    fn new(seed: u64) -> Self {
+        Garbage {
+            rng: Rng::new(seed),
+            stretch: 0,
+            mean_gap: 1,
+        }
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) {
+        self.rng.fill(buf);
+        let mut at = 0;
+        while at < buf.len() {
+            if self.stretch == 0 {
+                self.stretch = self.rng.range(1, 64 * KIB as u64) as usize;
+                self.mean_gap =
+                    [4, 64, 512, 1000, 1025, 4096, 100_000][self.rng.range(0, 6) as usize];
+            }
+            let gap = self.rng.range(0, 2 * self.mean_gap) as usize;
+            let end = (at + gap).min(buf.len());
+            // Random bytes hold '\n' one time in 256; keep delimiters where we put them.
+            for b in &mut buf[at..end] {
+                if *b == b'\n' {
+                    *b = b'.';
+                }
+            }
+            if end < buf.len() {
+                buf[end] = b'\n';
+                if end > at && self.rng.range(0, 3) == 0 {
+                    buf[end - 1] = b'\r';
+                }
+            }
+            self.stretch = self.stretch.saturating_sub(end + 1 - at);
+            at = end + 1;
+        }
+    }
+}
+
+/// Case 9, through the `Framer`: 100 MiB of seeded garbage, fed in random chunk
+/// sizes (1 byte to 128 KiB), under a 1 KiB frame limit.
+///
+/// Pass: no panic, and the outcomes (frames, over-limit frames, truncation at EOF)
+/// are exactly those of the independent reference split, in order.
+#[test]
+fn hundred_mib_of_garbage_split_exactly_as_the_reference() {
+    const TOTAL: usize = 100 * MIB;
+    const LIMIT: usize = 1024;
+    let seed = 9;
+    let began = std::time::Instant::now();
+    let mut garbage = Garbage::new(seed);
+    let mut chunks = Rng::new(seed ^ 0xC0FFEE);
+    let mut config = FrameConfig::new(Delimiter::Byte(b'\n'));
+    config.max_frame_len = LIMIT;
+    let mut framer = Framer::new(config);
+    let mut reference = ReferenceSplit::new(LIMIT);
+    let mut expected = std::collections::VecDeque::new();
+    let mut buf = BytesMut::new();
+    let mut chunk = vec![0u8; 128 * KIB];
+    let (mut fed, mut frames, mut too_long) = (0usize, 0u64, 0u64);
+    let mut check = |got: Split, expected: &mut std::collections::VecDeque<Split>, fed: usize| {
+        let want = expected.pop_front();
+        assert_eq!(
+            Some(&got),
+            want.as_ref(),
+            "seed {seed}: outcome differs near byte {fed}"
+        );
+        match got {
+            Split::Frame(_) => frames += 1,
+            Split::TooLong => too_long += 1,
+            Split::Truncated(_) => {}
+        }
+    };
+    while fed < TOTAL {
+        // Log-uniform chunk sizes: as many tiny reads as large ones.
+        let bits = chunks.range(0, 17) as u32;
+        let len = (chunks.range(1, 1 << bits) as usize).min(TOTAL - fed);
+        garbage.fill(&mut chunk[..len]);
+        reference.feed(&chunk[..len], &mut |s| expected.push_back(s));
+        buf.extend_from_slice(&chunk[..len]);
+        fed += len;
+        loop {
+            match framer.decode(&mut buf) {
+                Ok(Some(frame)) => check(Split::Frame(frame), &mut expected, fed),
+                Ok(None) => break,
+                Err(FrameError::TooLong { .. }) => check(Split::TooLong, &mut expected, fed),
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    reference.finish(&mut |s| expected.push_back(s));
+    loop {
+        match framer.decode_eof(&mut buf) {
+            Ok(Some(frame)) => check(Split::Frame(frame), &mut expected, fed),
+            Ok(None) => break,
+            Err(FrameError::TooLong { .. }) => check(Split::TooLong, &mut expected, fed),
+            Err(FrameError::Truncated { len }) => check(Split::Truncated(len), &mut expected, fed),
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        expected.is_empty(),
+        "the framer missed {} outcomes",
+        expected.len()
+    );
+    figure(
+        "case 9 (framer)",
+        format_args!(
+            "{} MiB of seeded garbage (seed {seed}) in random chunks: {frames} frames and {too_long} over-limit frames, \
+             all exactly as the reference split, in {:?}",
+            TOTAL / MIB,
+            began.elapsed()
+        ),
+    );
+}
+
+/// Case 9, through the engine: 8 MiB of the same kind of garbage sent over loopback
+/// TCP in random write sizes to a server with a 1 KiB limit and the skip policy.
+///
+/// Pass: the handler receives exactly the reference split's frames, in order;
+/// `FrameTooLong` errors are as many as its over-limit frames, and the bytes left
+/// at EOF are reported as one `TruncatedFrame` of the reference's length.
+#[test]
+fn garbage_over_tcp_is_delivered_exactly_as_the_reference_split() {
+    run(|| async {
+        const TOTAL: usize = 8 * MIB;
+        const LIMIT: usize = 1024;
+        let seed = 99;
+        let received = Arc::new(Mutex::new(Vec::<Bytes>::new()));
+        let sink = received.clone();
+        let server = Server::builder(loopback())
+            .max_frame_len(LIMIT)
+            .oversize(OversizePolicy::SkipFrame)
+            .on_frame(move |_ctx: &mut dyn ReadContext<()>, frame| {
+                sink.lock().unwrap().push(frame);
+            })
+            .listen()
+            .await
+            .unwrap();
+        let recorder = Recorder::start(server.events());
+        let mut garbage = Garbage::new(seed);
+        let mut sizes = Rng::new(seed);
+        let mut reference = ReferenceSplit::new(LIMIT);
+        let mut expected = Vec::new();
+        let mut stream = TcpStream::connect(inet(&server)).await.unwrap();
+        let peer = Addr::from(stream.local_addr().unwrap());
+        let began = Instant::now();
+        let mut chunk = vec![0u8; 64 * KIB];
+        let mut sent = 0;
+        while sent < TOTAL {
+            let len = (sizes.range(1, 64 * KIB as u64) as usize).min(TOTAL - sent);
+            garbage.fill(&mut chunk[..len]);
+            reference.feed(&chunk[..len], &mut |s| expected.push(s));
+            stream.write_all(&chunk[..len]).await.unwrap();
+            sent += len;
+        }
+        reference.finish(&mut |s| expected.push(s));
+        stream.shutdown().await.unwrap();
+        drain(&mut stream).await;
+        recorder
+            .wait_for("the connection's close", |events| {
+                events.iter().any(|(_, e)| e.as_closed().is_some())
+            })
+            .await;
+        let took = began.elapsed();
+
+        let frames: Vec<Bytes> = expected
+            .iter()
+            .filter_map(|s| match s {
+                Split::Frame(f) => Some(f.clone()),
+                _ => None,
+            })
+            .collect();
+        let too_long = expected.iter().filter(|s| **s == Split::TooLong).count();
+        let truncated: Vec<usize> = expected
+            .iter()
+            .filter_map(|s| match s {
+                Split::Truncated(len) => Some(*len),
+                _ => None,
+            })
+            .collect();
+        let got = received.lock().unwrap().clone();
+        assert_eq!(got.len(), frames.len(), "frame count");
+        for (i, (got, want)) in got.iter().zip(&frames).enumerate() {
+            assert_eq!(got, want, "seed {seed}: frame {i} differs");
+        }
+        let errors = recorder.errors();
+        let too_long_errors = errors
+            .iter()
+            .filter(|e| matches!(e, ConnError::FrameTooLong { peer: p, .. } if *p == peer))
+            .count();
+        let truncated_errors: Vec<usize> = errors
+            .iter()
+            .filter_map(|e| match e {
+                ConnError::TruncatedFrame { len, .. } => Some(*len),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(too_long_errors, too_long);
+        assert_eq!(truncated_errors, truncated);
+        assert_eq!(errors.len(), too_long + truncated.len(), "no other error");
+        figure(
+            "case 9 (engine)",
+            format_args!(
+                "{} MiB of garbage (seed {seed}) over TCP in random writes: {} frames delivered exactly as the reference, \
+                 {too_long_errors} FrameTooLong, truncated at EOF {truncated_errors:?}, in {took:?}",
+                TOTAL / MIB,
+                got.len()
+            ),
+        );
+        server.cut().await;
+    });
+}
