@@ -1,0 +1,227 @@
+//! A simulated cluster for the heartbeat tests: a master and its nodes, each on its
+//! own host of the in-memory network, with the master's events recorded as they
+//! come. Run under `#[tokio::test(start_paused = true)]`.
+
+#![allow(dead_code)] // each test binary uses its own part of the helper
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chitchat_core::Addr;
+use chitchat_heartbeat::{
+    Change, HeartbeatConfig, Master, MasterEvent, MemberEvent, MemberStatus, Node, NodeEvent,
+    NodeId, NodeState,
+};
+use chitchat_testkit::{Host, Network};
+use futures::StreamExt;
+use tokio::task::JoinHandle;
+
+/// Port of the master's registration server.
+pub const MASTER_PORT: u16 = 7000;
+/// Port of every node's probe server.
+pub const NODE_PORT: u16 = 7001;
+
+/// The master's host.
+pub fn master_ip() -> IpAddr {
+    Ipv4Addr::new(10, 0, 0, 1).into()
+}
+
+/// The host of node `i`: 10.1.x.y, one per node.
+pub fn node_ip(i: usize) -> IpAddr {
+    let i = u32::try_from(i).unwrap();
+    Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250 + 1) as u8).into()
+}
+
+pub fn node_id(i: usize) -> NodeId {
+    NodeId::new(format!("node-{i:04}")).unwrap()
+}
+
+/// The current (virtual) time, as event timestamps carry it.
+pub fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Everything a stream yielded so far, filled by a background task.
+pub struct Recorder<T> {
+    pub items: Arc<Mutex<Vec<T>>>,
+    task: JoinHandle<u64>,
+}
+
+impl<T: Clone + Send + 'static> Recorder<T> {
+    pub fn new(mut events: chitchat_heartbeat::Events<T>) -> Self {
+        let items = Arc::new(Mutex::new(Vec::new()));
+        let sink = items.clone();
+        let task = tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                sink.lock().unwrap().push(event);
+            }
+            events.dropped()
+        });
+        Recorder { items, task }
+    }
+
+    pub fn snapshot(&self) -> Vec<T> {
+        self.items.lock().unwrap().clone()
+    }
+
+    /// Waits until the stream ends, checks that it lost nothing, and returns
+    /// everything it yielded.
+    pub async fn finish(self) -> Vec<T> {
+        assert_eq!(self.task.await.unwrap(), 0, "no event lost");
+        std::mem::take(&mut *self.items.lock().unwrap())
+    }
+}
+
+impl Recorder<MasterEvent> {
+    /// The node events, in order.
+    pub fn node_events(&self) -> Vec<NodeEvent> {
+        self.items
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e.as_node().cloned())
+            .collect()
+    }
+
+    /// The node events of one kind (`"dead"`...), in order.
+    pub fn changes(&self, word: &str) -> Vec<NodeEvent> {
+        self.node_events()
+            .into_iter()
+            .filter(|e| e.change.as_str() == word)
+            .collect()
+    }
+}
+
+pub struct Cluster {
+    pub net: Network,
+    pub config: HeartbeatConfig,
+    pub master_host: Host,
+    pub master: Option<Master>,
+    pub master_events: Recorder<MasterEvent>,
+    pub hosts: Vec<Host>,
+    pub nodes: Vec<Option<Node>>,
+    pub node_events: Vec<Recorder<MemberEvent>>,
+}
+
+pub fn master_addr() -> Addr {
+    Addr::from(std::net::SocketAddr::new(master_ip(), MASTER_PORT))
+}
+
+pub async fn start_master(net: &Network, config: &HeartbeatConfig, capacity: usize) -> Master {
+    let host = net.host(master_ip());
+    Master::builder(master_addr())
+        .config(config.clone())
+        .event_capacity(capacity)
+        .start(&host, host.clone())
+        .await
+        .expect("master binds")
+}
+
+pub async fn start_node(net: &Network, config: &HeartbeatConfig, i: usize) -> Node {
+    let host = net.host(node_ip(i));
+    Node::builder(node_id(i), master_addr())
+        .listen(std::net::SocketAddr::new(node_ip(i), NODE_PORT))
+        .config(config.clone())
+        .incarnation(1)
+        .start(&host, host.clone())
+        .await
+        .expect("node binds")
+}
+
+impl Cluster {
+    /// A master and `n` registered nodes on network `seed`.
+    pub async fn start(seed: u64, config: HeartbeatConfig, n: usize) -> Cluster {
+        let net = Network::new(seed);
+        Cluster::start_on(net, config, n).await
+    }
+
+    pub async fn start_on(net: Network, config: HeartbeatConfig, n: usize) -> Cluster {
+        let master = start_master(&net, &config, 4 * n + 64).await;
+        let master_events = Recorder::new(master.events());
+        let mut nodes = Vec::with_capacity(n);
+        let mut hosts = Vec::with_capacity(n);
+        let mut node_events = Vec::with_capacity(n);
+        for i in 0..n {
+            let node = start_node(&net, &config, i).await;
+            node_events.push(Recorder::new(node.events()));
+            hosts.push(net.host(node_ip(i)));
+            nodes.push(Some(node));
+        }
+        for node in nodes.iter().flatten() {
+            assert_eq!(node.registered().await, MemberStatus::Registered);
+        }
+        Cluster {
+            master_host: net.host(master_ip()),
+            net,
+            config,
+            master: Some(master),
+            master_events,
+            hosts,
+            nodes,
+            node_events,
+        }
+    }
+
+    pub fn master(&self) -> &Master {
+        self.master.as_ref().expect("master running")
+    }
+
+    /// Crashes node `i`: its host dies (connections reset, listener gone) and its
+    /// process with it.
+    pub fn kill(&mut self, i: usize) -> Instant {
+        self.net.kill(node_ip(i));
+        drop(self.nodes[i].take());
+        now()
+    }
+
+    pub fn count(&self, state: NodeState) -> usize {
+        self.master()
+            .snapshot()
+            .iter()
+            .filter(|row| row.state == state)
+            .count()
+    }
+
+    /// Sleeps in steps of `step` until `done` holds, for at most `limit`.
+    pub async fn wait_until(
+        &self,
+        limit: Duration,
+        step: Duration,
+        mut done: impl FnMut(&Cluster) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(step).await;
+        }
+    }
+}
+
+/// A small seeded generator (splitmix64), so the tests draw no global randomness.
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// Whether `event` is a Dead event.
+pub fn is_dead(event: &NodeEvent) -> bool {
+    matches!(event.change, Change::Dead(_))
+}

@@ -1,0 +1,295 @@
+//! The heartbeat protocol at scale on the in-memory network, under paused time: a
+//! master and a thousand nodes, with crashes, latency, partitions and a master
+//! restart. Every test stops by itself after a bounded virtual time.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chitchat_heartbeat::{Change, HeartbeatConfig, MemberChange, MemberStatus, NodeState};
+use chitchat_testkit::{LinkConfig, Network};
+use common::*;
+
+const NODES: usize = 1000;
+
+#[tokio::test(start_paused = true)]
+async fn crashed_nodes_are_declared_dead_within_the_bound() {
+    let mut cluster = Cluster::start(1, HeartbeatConfig::default(), NODES).await;
+    let bound = cluster.config.detection_bound();
+    let mut rng = SplitMix(0x5eed);
+
+    // 50 distinct victims, each crashing at its own moment within 40 s.
+    let mut victims = BTreeMap::new();
+    while victims.len() < 50 {
+        let victim = rng.below(NODES as u64) as usize;
+        let at = Duration::from_millis(rng.below(40_000));
+        victims.entry(victim).or_insert(at);
+    }
+    let mut schedule: Vec<(Duration, usize)> = victims.iter().map(|(&i, &at)| (at, i)).collect();
+    schedule.sort();
+    let start = tokio::time::Instant::now();
+    let mut deaths = BTreeMap::new();
+    for (k, (at, victim)) in schedule.into_iter().enumerate() {
+        tokio::time::sleep_until(start + at).await;
+        // Three ways to die: the machine crashes (connections reset), the process
+        // stops (connections closed), or the cable is cut (silence: only probe
+        // timeouts tell, the slowest case).
+        let died = match k % 3 {
+            0 => cluster.kill(victim),
+            1 => {
+                let died = now();
+                cluster.nodes[victim].take().unwrap().stop().await;
+                died
+            }
+            _ => {
+                cluster.net.partition(master_ip(), node_ip(victim));
+                now()
+            }
+        };
+        deaths.insert(node_id(victim), died);
+    }
+    tokio::time::sleep(bound + Duration::from_secs(1)).await;
+
+    let dead = cluster.master_events.changes("dead");
+    let dead_ids: BTreeSet<_> = dead.iter().map(|e| e.node.clone()).collect();
+    let expected: BTreeSet<_> = deaths.keys().cloned().collect();
+    assert_eq!(dead_ids, expected, "exactly the crashed nodes are dead");
+    assert_eq!(dead.len(), 50, "each declared dead once");
+    let mut slowest = Duration::ZERO;
+    for event in &dead {
+        let latency = event.at - deaths[&event.node];
+        assert!(latency <= bound, "{} dead after {latency:?}", event.node);
+        slowest = slowest.max(latency);
+    }
+    println!("slowest detection {slowest:?}, bound {bound:?}");
+    assert_eq!(cluster.count(NodeState::Alive), NODES - 50);
+    assert_eq!(cluster.count(NodeState::Dead), 50);
+}
+
+#[tokio::test(start_paused = true)]
+async fn latency_and_jitter_make_no_false_deaths_in_ten_minutes() {
+    let net = Network::new(2);
+    // 50 ms ± 30 ms one way: 20 ms fixed plus 0..=60 ms drawn per piece.
+    net.set_default_link(
+        LinkConfig::default()
+            .latency(Duration::from_millis(20))
+            .jitter(Duration::from_millis(60)),
+    );
+    let cluster = Cluster::start_on(net, HeartbeatConfig::default(), NODES).await;
+    tokio::time::sleep(Duration::from_secs(600)).await;
+
+    let events = cluster.master_events.node_events();
+    let joined = events
+        .iter()
+        .filter(|e| e.change.as_str() == "joined")
+        .count();
+    assert_eq!(joined, NODES);
+    let other: Vec<_> = events
+        .iter()
+        .filter(|e| e.change.as_str() != "joined")
+        .collect();
+    assert!(other.is_empty(), "no suspect, no dead: {other:?}");
+    let rows = cluster.master().snapshot();
+    assert!(rows.iter().all(|row| row.state == NodeState::Alive));
+    let slowest = rows.iter().filter_map(|row| row.last_rtt).max().unwrap();
+    assert!(slowest >= Duration::from_millis(40) && slowest <= Duration::from_millis(160));
+    for recorder in &cluster.node_events {
+        let words: Vec<_> = recorder
+            .snapshot()
+            .iter()
+            .map(|e| e.change.as_str())
+            .collect();
+        assert_eq!(words, ["registered"], "no node lost the master");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn partitioned_nodes_die_and_come_back_after_heal() {
+    let cluster = Cluster::start(3, HeartbeatConfig::default(), NODES).await;
+    let bound = cluster.config.detection_bound();
+    let cut: Vec<usize> = (0..10).map(|k| 7 + k * 97).collect();
+    for &i in &cut {
+        cluster.net.partition(master_ip(), node_ip(i));
+    }
+    let partitioned_at = now();
+    tokio::time::sleep(bound + Duration::from_secs(6)).await;
+
+    let dead = cluster.master_events.changes("dead");
+    let dead_ids: BTreeSet<_> = dead.iter().map(|e| e.node.clone()).collect();
+    let cut_ids: BTreeSet<_> = cut.iter().map(|&i| node_id(i)).collect();
+    assert_eq!(dead_ids, cut_ids, "exactly the partitioned nodes are dead");
+    for event in &dead {
+        assert!(event.at - partitioned_at <= bound);
+    }
+
+    for &i in &cut {
+        cluster.net.heal(master_ip(), node_ip(i));
+    }
+    let healed_at = now();
+    let back = cluster
+        .wait_until(Duration::from_secs(60), Duration::from_millis(100), |c| {
+            c.count(NodeState::Alive) == NODES
+        })
+        .await;
+    assert!(back, "every node alive again");
+    let returns: Vec<_> = cluster
+        .master_events
+        .node_events()
+        .into_iter()
+        .filter(|e| {
+            e.change
+                == Change::Alive {
+                    from: NodeState::Dead,
+                }
+        })
+        .collect();
+    assert_eq!(returns.len(), 10);
+    let slowest = returns.iter().map(|e| e.at - healed_at).max().unwrap();
+    println!("back {slowest:?} after heal");
+    // Each cut node lost the master, and got it back.
+    for &i in &cut {
+        let words: Vec<_> = cluster.node_events[i]
+            .snapshot()
+            .iter()
+            .map(|e| e.change.as_str())
+            .collect();
+        assert_eq!(
+            words,
+            ["registered", "master-lost", "master-back"],
+            "node {i}"
+        );
+    }
+    assert_eq!(cluster.count(NodeState::Dead), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn nodes_notice_a_master_restart_and_register_again() {
+    let mut cluster = Cluster::start(4, HeartbeatConfig::default(), NODES).await;
+    let master_timeout = cluster.config.master_timeout;
+    // Half-way between two rounds.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let old = cluster.master.take().unwrap();
+    old.shutdown().await;
+    drop(old);
+    let stopped_at = now();
+    let master = start_master(&cluster.net, &cluster.config, 4 * NODES).await;
+    let events = Recorder::new(master.events());
+
+    let registered = cluster
+        .wait_until(Duration::from_secs(60), Duration::from_millis(100), |_| {
+            master.snapshot().len() == NODES
+        })
+        .await;
+    assert!(registered, "every node registered with the new master");
+    for (i, recorder) in cluster.node_events.iter().enumerate() {
+        let events = recorder.snapshot();
+        let words: Vec<_> = events.iter().map(|e| e.change.as_str()).collect();
+        assert_eq!(
+            words,
+            ["registered", "master-lost", "master-back"],
+            "node {i}"
+        );
+        let MemberChange::MasterLost { silent_for } = events[1].change else {
+            unreachable!()
+        };
+        assert!(silent_for >= master_timeout);
+        assert!(events[1].at - stopped_at <= master_timeout, "node {i}");
+    }
+    // A round later, every node is probed by the new master and Alive.
+    tokio::time::sleep(cluster.config.probe_interval * 2).await;
+    let rows = master.snapshot();
+    assert!(rows
+        .iter()
+        .all(|row| row.state == NodeState::Alive && row.last_rtt.is_some()));
+    assert_eq!(events.changes("joined").len(), NODES);
+    for node in cluster.nodes.iter().flatten() {
+        assert_eq!(node.status(), MemberStatus::Registered);
+    }
+    master.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn nodes_notice_a_master_crash_and_register_with_its_successor() {
+    let mut cluster = Cluster::start(5, HeartbeatConfig::default(), 200).await;
+    let master_timeout = cluster.config.master_timeout;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The master's machine crashes: every connection resets, the process is gone.
+    cluster.net.kill(master_ip());
+    drop(cluster.master.take());
+    let crashed_at = now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let master = start_master(&cluster.net, &cluster.config, 1024).await;
+
+    let registered = cluster
+        .wait_until(Duration::from_secs(60), Duration::from_millis(100), |_| {
+            master.snapshot().len() == 200
+        })
+        .await;
+    assert!(registered, "every node registered with the new master");
+    for (i, recorder) in cluster.node_events.iter().enumerate() {
+        let events = recorder.snapshot();
+        let words: Vec<_> = events.iter().map(|e| e.change.as_str()).collect();
+        assert_eq!(
+            words,
+            ["registered", "master-lost", "master-back"],
+            "node {i}"
+        );
+        assert!(events[1].at - crashed_at <= master_timeout, "node {i}");
+    }
+    tokio::time::sleep(cluster.config.probe_interval * 2).await;
+    assert!(master
+        .snapshot()
+        .iter()
+        .all(|row| row.state == NodeState::Alive && row.last_rtt.is_some()));
+    master.shutdown().await;
+}
+
+/// One run of a small scenario with every kind of fault: what the master saw, as
+/// (node, change, time since start).
+async fn scenario(seed: u64) -> Vec<(String, &'static str, Duration)> {
+    let net = Network::new(seed);
+    net.set_default_link(
+        LinkConfig::default()
+            .latency(Duration::from_millis(5))
+            .jitter(Duration::from_millis(40)),
+    );
+    let start = now();
+    let mut cluster = Cluster::start_on(net, HeartbeatConfig::default(), 100).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for i in [3, 50, 77] {
+        cluster.kill(i);
+    }
+    for i in [10, 20] {
+        cluster.net.partition(master_ip(), node_ip(i));
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    for i in [10, 20] {
+        cluster.net.heal(master_ip(), node_ip(i));
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    cluster
+        .master_events
+        .node_events()
+        .into_iter()
+        .map(|e| (e.node.to_string(), e.change.as_str(), e.at - start))
+        .collect()
+}
+
+/// Runs `scenario(seed)` on a fresh paused runtime, which takes every task of the
+/// run with it when dropped.
+fn replay(seed: u64) -> Vec<(String, &'static str, Duration)> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(scenario(seed))
+}
+
+#[test]
+fn a_seed_replays_the_same_run() {
+    let first = replay(9);
+    assert!(first.iter().any(|(_, change, _)| *change == "dead"));
+    assert_eq!(first, replay(9));
+}
