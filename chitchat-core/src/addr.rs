@@ -57,8 +57,9 @@ pub const MAX_UNIX_NAME_LEN: usize = 86;
 /// unnamed peer (most clients never bind a name) told apart by a number its
 /// listener gave it, so that every connection has an address of its own.
 ///
-/// Names are limited to [`MAX_UNIX_NAME_LEN`] bytes of UTF-8 without whitespace or
-/// control characters, so that every address prints as one token.
+/// Names are limited to [`MAX_UNIX_NAME_LEN`] bytes of printable ASCII (`!` to `~`,
+/// no spaces), so that every address prints as one plain token, as protocols that
+/// carry addresses as text (the heartbeat's) expect.
 ///
 /// ```
 /// use chitchat_core::UnixAddr;
@@ -92,7 +93,7 @@ impl UnixAddr {
         };
         if name.is_empty()
             || name.len() > MAX_UNIX_NAME_LEN
-            || name.chars().any(|c| c.is_whitespace() || c.is_control())
+            || !name.bytes().all(|b| b.is_ascii_graphic())
         {
             return Err(bad());
         }
@@ -109,7 +110,7 @@ impl UnixAddr {
     /// A filesystem path.
     ///
     /// # Errors
-    /// When the path is empty, too long, or has whitespace or control characters.
+    /// When the path is empty, too long, or not printable ASCII without spaces.
     pub fn path_name(path: &str) -> Result<Self, AddrParseError> {
         UnixAddr::named(UnixKind::Path, path)
     }
@@ -236,7 +237,7 @@ mod tests {
             assert_eq!(text.parse::<Addr>().unwrap().to_string(), text);
         }
         let long = format!("unix:/{}", "x".repeat(MAX_UNIX_NAME_LEN));
-        for bad in ["unix:", "unix:@", "unix:/a b", long.as_str()] {
+        for bad in ["unix:", "unix:@", "unix:/a b", "unix:/caf\u{e9}", long.as_str()] {
             assert!(bad.parse::<Addr>().is_err(), "{bad}");
         }
     }
