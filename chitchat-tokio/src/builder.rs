@@ -1,10 +1,26 @@
 //! Setters that server and client builders share: both configure one connection the
 //! same way, so the setters are written once.
 
-/// Expands to the per-connection setters of a builder whose `config` has a `conn`
-/// field of type `ConnConfig`.
+/// Expands to the per-connection setters and the handler setters of a builder whose
+/// `config` has a `conn` field of type `ConnConfig` and whose `handler` field is an
+/// `Arc<dyn Handler<S>>`.
 macro_rules! conn_setters {
     () => {
+        /// Sets the handler to a closure called with every frame.
+        pub fn on_frame<F>(mut self, handler: F) -> Self
+        where
+            F: Fn(&mut dyn chitchat_core::ReadContext<S>, bytes::Bytes) + Send + Sync + 'static,
+        {
+            self.handler = std::sync::Arc::new(handler);
+            self
+        }
+
+        /// Sets the handler to a [`Handler`](chitchat_core::Handler) implementation.
+        pub fn handler(mut self, handler: impl chitchat_core::Handler<S>) -> Self {
+            self.handler = std::sync::Arc::new(handler);
+            self
+        }
+
         /// Where frames end (default `\n`).
         pub fn delimiter(mut self, delimiter: chitchat_core::Delimiter) -> Self {
             self.config.conn.frame.delimiter = delimiter;

@@ -4,10 +4,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use chitchat_core::{
     event_queue, Addr, ClientConfig, CloseEvent, CloseReason, ConnectError, Connection, Connector,
-    Event, EventSink, EventStream, Framer, Handler, IgnoreFrames, ReadContext, Stats, WriteError,
+    Event, EventSink, EventStream, Framer, Handler, IgnoreFrames, Stats, WriteError,
 };
 use tracing::Instrument;
 
@@ -82,21 +81,6 @@ impl<S: Send + Sync + 'static> ClientBuilder<S> {
     /// How long dialing may take (default 10 s).
     pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.config.connect_timeout = timeout;
-        self
-    }
-
-    /// Sets the handler to a closure called with every frame from the server.
-    pub fn on_frame<F>(mut self, handler: F) -> Self
-    where
-        F: Fn(&mut dyn ReadContext<S>, Bytes) + Send + Sync + 'static,
-    {
-        self.handler = Arc::new(handler);
-        self
-    }
-
-    /// Sets the handler to a [`Handler`] implementation.
-    pub fn handler(mut self, handler: impl Handler<S>) -> Self {
-        self.handler = Arc::new(handler);
         self
     }
 

@@ -12,7 +12,7 @@
 //! - [`tcp`]: the TCP transport.
 //! - [`unix`]: the Unix domain socket transport.
 //! - `tls` (feature `tls`): TLS over TCP with rustls.
-//! - `readiness`: reading and writing tokio's sockets through readiness, shared by both.
+//! - [`readiness`]: [`StreamConn`], a TCP or Unix socket as a connection.
 //! - [`codec`]: [`FrameCodec`], the same framing as a tokio-util `Decoder`/`Encoder`.
 //!
 //! # Example
@@ -56,7 +56,7 @@ pub mod client;
 pub mod codec;
 mod conn;
 mod handle;
-mod readiness;
+pub mod readiness;
 mod registry;
 mod report;
 pub mod server;
@@ -70,6 +70,7 @@ pub mod unix;
 
 pub use client::{Client, ClientBuilder};
 pub use codec::{CodecError, FrameCodec};
+pub use readiness::StreamConn;
 pub use server::{Server, ServerBuilder};
 pub use tcp::{Tcp, TcpAcceptor, TcpConn};
 #[cfg(feature = "tls")]

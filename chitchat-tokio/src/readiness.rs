@@ -1,18 +1,25 @@
-//! Reading and writing tokio's readiness-based sockets (TCP, Unix) the way the
-//! engine wants: wait for readiness with no buffer, then one non-blocking call.
-//! Written once for every socket type that has the four primitives.
+//! Tokio's readiness-based sockets (TCP, Unix) as chitchat connections: wait for
+//! readiness with no buffer, then one non-blocking call. Written once for every
+//! socket type that has the four primitives.
 
 use std::io;
 use std::task::{ready, Context, Poll};
 
 use bytes::BytesMut;
+use chitchat_core::{Addr, Connection};
+use tokio::io::AsyncWrite;
 use tokio::net::{TcpStream, UnixStream};
 
-/// The readiness primitives tokio's stream sockets share.
-pub(crate) trait ReadinessIo {
+/// The readiness primitives tokio's stream sockets share (implemented for
+/// `TcpStream` and `UnixStream`).
+pub trait ReadinessIo: AsyncWrite + Send + Unpin + 'static {
+    #[doc(hidden)]
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    #[doc(hidden)]
     fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
+    #[doc(hidden)]
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    #[doc(hidden)]
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
 }
 
@@ -38,8 +45,63 @@ macro_rules! readiness_io {
 readiness_io!(TcpStream);
 readiness_io!(UnixStream);
 
+/// One connection over a tokio socket: [`TcpConn`](crate::TcpConn) or
+/// [`UnixConn`](crate::UnixConn). The addresses are read once, when it is made.
+#[derive(Debug)]
+pub struct StreamConn<S> {
+    stream: S,
+    local: Addr,
+    peer: Addr,
+}
+
+impl<S> StreamConn<S> {
+    pub(crate) fn with_addrs(stream: S, local: Addr, peer: Addr) -> Self {
+        StreamConn {
+            stream,
+            local,
+            peer,
+        }
+    }
+
+    /// The underlying socket, for options chitchat does not cover.
+    pub fn stream(&self) -> &S {
+        &self.stream
+    }
+
+    /// The underlying socket, by value (to layer TLS on it, for instance).
+    pub fn into_stream(self) -> S {
+        self.stream
+    }
+}
+
+impl<S: ReadinessIo> Connection for StreamConn<S> {
+    fn local_addr(&self) -> io::Result<Addr> {
+        Ok(self.local)
+    }
+
+    fn peer_addr(&self) -> io::Result<Addr> {
+        Ok(self.peer)
+    }
+
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream.poll_read_ready(cx)
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        poll_read(&self.stream, cx, buf)
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        poll_write(&self.stream, cx, buf)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 /// Reads into `buf`'s spare capacity once the socket is readable.
-pub(crate) fn poll_read<S: ReadinessIo>(
+fn poll_read<S: ReadinessIo>(
     stream: &S,
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
@@ -55,7 +117,7 @@ pub(crate) fn poll_read<S: ReadinessIo>(
 }
 
 /// Writes some of `buf` once the socket is writable.
-pub(crate) fn poll_write<S: ReadinessIo>(
+fn poll_write<S: ReadinessIo>(
     stream: &S,
     cx: &mut Context<'_>,
     buf: &[u8],

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use chitchat_core::{
     event_queue, Addr, BindError, BindOptions, Binder, CloseEvent, CloseReason, ConnError,
     ConnStats, Connection, Event, EventSink, EventStream, Framer, Handler, IgnoreFrames, Listener,
-    ReadContext, ServerConfig, ShutdownReport, Stats, WriteError,
+    ServerConfig, ShutdownReport, Stats, WriteError,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -133,21 +132,6 @@ impl<S: Send + Sync + 'static> ServerBuilder<S> {
     /// The listen backlog.
     pub fn backlog(mut self, backlog: u32) -> Self {
         self.config.backlog = backlog;
-        self
-    }
-
-    /// Sets the handler to a closure called with every frame.
-    pub fn on_frame<F>(mut self, handler: F) -> Self
-    where
-        F: Fn(&mut dyn ReadContext<S>, Bytes) + Send + Sync + 'static,
-    {
-        self.handler = Arc::new(handler);
-        self
-    }
-
-    /// Sets the handler to a [`Handler`] implementation.
-    pub fn handler(mut self, handler: impl Handler<S>) -> Self {
-        self.handler = Arc::new(handler);
         self
     }
 

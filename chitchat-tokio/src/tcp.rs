@@ -9,11 +9,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::task::{ready, Context, Poll};
 
-use bytes::BytesMut;
-use chitchat_core::{Addr, BindOptions, Binder, Connection, Connector, Listener};
+use chitchat_core::{Addr, BindOptions, Binder, Connector, Listener};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-use crate::readiness;
+use crate::readiness::StreamConn;
 
 /// TCP over tokio: a [`Binder`] for servers and a [`Connector`] for clients.
 ///
@@ -29,27 +28,18 @@ pub struct TcpAcceptor {
 }
 
 /// One TCP connection.
-#[derive(Debug)]
-pub struct TcpConn {
-    stream: TcpStream,
-}
+pub type TcpConn = StreamConn<TcpStream>;
 
-impl TcpConn {
+impl StreamConn<TcpStream> {
     /// Wraps a connected tokio stream (sets `TCP_NODELAY`).
-    pub fn new(stream: TcpStream) -> Self {
+    ///
+    /// # Errors
+    /// When the socket's addresses cannot be read (it is already gone).
+    pub fn new(stream: TcpStream) -> io::Result<Self> {
         // Failing to set NODELAY costs latency, not correctness.
         let _ = stream.set_nodelay(true);
-        TcpConn { stream }
-    }
-
-    /// The underlying stream, for socket options chitchat does not cover.
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
-    }
-
-    /// The underlying stream, by value (to layer TLS on it, for instance).
-    pub fn into_stream(self) -> TcpStream {
-        self.stream
+        let (local, peer) = (stream.local_addr()?, stream.peer_addr()?);
+        Ok(StreamConn::with_addrs(stream, local.into(), peer.into()))
     }
 }
 
@@ -83,7 +73,7 @@ impl Connector for Tcp {
 
     fn connect(&self, addr: &Addr) -> impl Future<Output = io::Result<TcpConn>> + Send {
         let addr = inet(addr);
-        async move { Ok(TcpConn::new(TcpStream::connect(addr?).await?)) }
+        async move { TcpConn::new(TcpStream::connect(addr?).await?) }
     }
 }
 
@@ -92,36 +82,13 @@ impl Listener for TcpAcceptor {
 
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpConn, Addr)>> {
         let (stream, peer) = ready!(self.listener.poll_accept(cx))?;
-        Poll::Ready(Ok((TcpConn::new(stream), peer.into())))
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr()?.into();
+        let conn = StreamConn::with_addrs(stream, local, peer.into());
+        Poll::Ready(Ok((conn, peer.into())))
     }
 
     fn local_addr(&self) -> io::Result<Addr> {
         self.listener.local_addr().map(Addr::from)
-    }
-}
-
-impl Connection for TcpConn {
-    fn local_addr(&self) -> io::Result<Addr> {
-        self.stream.local_addr().map(Addr::from)
-    }
-
-    fn peer_addr(&self) -> io::Result<Addr> {
-        self.stream.peer_addr().map(Addr::from)
-    }
-
-    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.stream.poll_read_ready(cx)
-    }
-
-    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
-        readiness::poll_read(&self.stream, cx, buf)
-    }
-
-    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        readiness::poll_write(&self.stream, cx, buf)
-    }
-
-    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        tokio::io::AsyncWrite::poll_shutdown(std::pin::Pin::new(&mut self.stream), cx)
     }
 }

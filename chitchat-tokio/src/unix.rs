@@ -12,12 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use chitchat_core::{Addr, BindOptions, Binder, Connection, Connector, Listener, UnixAddr};
+use chitchat_core::{Addr, BindOptions, Binder, Connector, Listener, UnixAddr};
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::readiness;
+use crate::readiness::StreamConn;
 
 /// How long a client waits before retrying a connect that found the listener's
 /// backlog full (Unix sockets fail at once where TCP would wait for a SYN retry).
@@ -58,12 +57,7 @@ pub struct UnixAcceptor {
 }
 
 /// One Unix socket connection.
-#[derive(Debug)]
-pub struct UnixConn {
-    stream: UnixStream,
-    local: Addr,
-    peer: Addr,
-}
+pub type UnixConn = StreamConn<UnixStream>;
 
 fn unix_addr(addr: &Addr) -> io::Result<UnixAddr> {
     addr.as_unix().copied().ok_or_else(|| {
@@ -147,11 +141,7 @@ impl Connector for Unix {
                 }
             }
             let stream = UnixStream::from_std(socket.into())?;
-            Ok(UnixConn {
-                stream,
-                local: local.into(),
-                peer: peer.into(),
-            })
+            Ok(StreamConn::with_addrs(stream, local.into(), peer.into()))
         }
     }
 }
@@ -168,11 +158,7 @@ impl Listener for UnixAcceptor {
             self.unnamed = self.unnamed.wrapping_add(1);
             UnixAddr::unnamed(self.unnamed)
         }));
-        let conn = UnixConn {
-            stream,
-            local: self.addr.into(),
-            peer,
-        };
+        let conn = StreamConn::with_addrs(stream, self.addr.into(), peer);
         Poll::Ready(Ok((conn, peer)))
     }
 
@@ -190,35 +176,10 @@ impl Drop for UnixAcceptor {
     }
 }
 
-impl Connection for UnixConn {
-    fn local_addr(&self) -> io::Result<Addr> {
-        Ok(self.local)
-    }
-
-    fn peer_addr(&self) -> io::Result<Addr> {
-        Ok(self.peer)
-    }
-
-    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.stream.poll_read_ready(cx)
-    }
-
-    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
-        readiness::poll_read(&self.stream, cx, buf)
-    }
-
-    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        readiness::poll_write(&self.stream, cx, buf)
-    }
-
-    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        tokio::io::AsyncWrite::poll_shutdown(std::pin::Pin::new(&mut self.stream), cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chitchat_core::Connection;
     use std::future::poll_fn;
 
     #[tokio::test]
