@@ -237,7 +237,13 @@ mod tests {
             assert_eq!(text.parse::<Addr>().unwrap().to_string(), text);
         }
         let long = format!("unix:/{}", "x".repeat(MAX_UNIX_NAME_LEN));
-        for bad in ["unix:", "unix:@", "unix:/a b", "unix:/caf\u{e9}", long.as_str()] {
+        for bad in [
+            "unix:",
+            "unix:@",
+            "unix:/a b",
+            "unix:/caf\u{e9}",
+            long.as_str(),
+        ] {
             assert!(bad.parse::<Addr>().is_err(), "{bad}");
         }
     }
