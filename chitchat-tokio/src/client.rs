@@ -192,7 +192,7 @@ impl<S: Send + Sync + 'static> Client<S> {
     }
 
     /// Closes the connection after writing out what is queued, and waits until it is
-    /// closed. Inside the client's handler, use [`ReadContext::close`] instead.
+    /// closed. Inside the client's handler, use [`ReadContext::close`](chitchat_core::ReadContext::close) instead.
     pub async fn close(&self) -> CloseEvent {
         self.shared.request_close(CloseRequest::Graceful {
             reason: CloseReason::ClosedLocally,
