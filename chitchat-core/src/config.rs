@@ -157,8 +157,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Pending connections the kernel queues before `accept` (see [`DEFAULT_BACKLOG`]).
     pub backlog: u32,
-    /// Bytes of unfinished frames all connections together may hold; past it the
-    /// connection holding the most is shed (see [`DEFAULT_PARTIAL_FRAME_BUDGET`]).
+    /// Memory all connections together may hold for unfinished frames (the read
+    /// buffers they keep while a frame is incomplete, counted by capacity); past it
+    /// the connection holding the most is shed (see [`DEFAULT_PARTIAL_FRAME_BUDGET`]).
     pub partial_frame_budget: usize,
     /// Events kept for a reader of the event stream; when it is full the oldest
     /// event is dropped and counted, so an unread stream never slows the server.

@@ -18,9 +18,9 @@ use crate::report;
 pub(crate) struct PartialBudget {
     limit: usize,
     held: AtomicUsize,
-    /// The connection told to go, until it has gone: shed one at a time, so that a
-    /// burst over the limit does not drop several peers for one excess.
-    victim: Mutex<Option<ConnHandle>>,
+    /// Connections told to go that have not gone yet, with what they held: their
+    /// bytes are as good as freed, so they count against the excess only once.
+    shedding: Mutex<Vec<(ConnHandle, usize)>>,
     registry: Arc<Registry>,
     events: EventSink,
 }
@@ -30,14 +30,14 @@ impl PartialBudget {
         PartialBudget {
             limit,
             held: AtomicUsize::new(0),
-            victim: Mutex::new(None),
+            shedding: Mutex::new(Vec::new()),
             registry,
             events,
         }
     }
 
-    /// `conn` now holds `now` bytes of an unfinished frame instead of `before`.
-    /// Called by the connection's task, which also releases all it holds before it
+    /// `conn` now holds `now` bytes for an unfinished frame instead of `before`.
+    /// Called by the connection's task, which releases all it holds before it
     /// reports itself closed.
     pub(crate) fn update(&self, conn: &ConnShared, before: usize, now: usize) {
         conn.partial.store(now, Ordering::Relaxed);
@@ -47,28 +47,34 @@ impl PartialBudget {
         }
         let total = self.held.fetch_add(now - before, Ordering::AcqRel) + (now - before);
         if total > self.limit {
-            self.shed_largest();
+            self.shed_until_within();
         }
     }
 
-    fn shed_largest(&self) {
-        let mut victim = self.victim.lock().unwrap_or_else(|e| e.into_inner());
-        if victim.as_ref().is_some_and(|v| !v.is_closed()) {
-            return; // the last one shed is still going
+    /// Sheds the largest holders not already shed until what the rest hold fits.
+    fn shed_until_within(&self) {
+        let mut shedding = self.shedding.lock().unwrap_or_else(|e| e.into_inner());
+        // Gone ones have released their bytes already.
+        shedding.retain(|(conn, _)| !conn.is_closed());
+        let mut going: usize = shedding.iter().map(|&(_, held)| held).sum();
+        while self.held.load(Ordering::Acquire).saturating_sub(going) > self.limit {
+            let chosen = self
+                .registry
+                .largest_partial(|c| shedding.iter().any(|(s, _)| Arc::ptr_eq(s, c)));
+            let Some((chosen, held)) = chosen else {
+                return;
+            };
+            report::error(
+                &self.events,
+                ConnError::Shed {
+                    peer: chosen.peer,
+                    held,
+                    budget: self.limit,
+                },
+            );
+            chosen.request_close(CloseRequest::Abort(CloseReason::Shed));
+            going += held;
+            shedding.push((chosen, held));
         }
-        *victim = None;
-        let Some((chosen, held)) = self.registry.largest_partial() else {
-            return;
-        };
-        report::error(
-            &self.events,
-            ConnError::Shed {
-                peer: chosen.peer,
-                held,
-                budget: self.limit,
-            },
-        );
-        chosen.request_close(CloseRequest::Abort(CloseReason::Shed));
-        *victim = Some(chosen);
     }
 }

@@ -360,7 +360,13 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         } else if self.frame_started.is_none() {
             self.frame_started = Some(self.last_read);
         }
-        self.report_partial(self.read_buf.len());
+        // Memory, not bytes: the buffer an unfinished frame keeps allocated.
+        let held = if self.read_buf.is_empty() {
+            0
+        } else {
+            self.read_buf.capacity()
+        };
+        self.report_partial(held);
     }
 
     fn report_partial(&mut self, held: usize) {

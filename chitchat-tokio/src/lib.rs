@@ -48,6 +48,18 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Memory per connection
+//! What one connection can hold, by configuration (`ConnConfig`):
+//! - idle: no read or write buffer, only its task and bookkeeping (a few hundred
+//!   bytes plus the socket; see BENCHMARKS.md for the measured figure);
+//! - reading: the read buffer, at most `max_frame_len` + one read (64 KiB) while a
+//!   frame is unfinished; all unfinished frames of a server together are bounded
+//!   by `partial_frame_budget` (counted by buffer capacity);
+//! - writing: queued output, at most `max_outbound` (plus one frame, which always
+//!   fits an empty queue);
+//! - so at most `max_frame_len + 64 KiB + max_outbound + max_frame_len` per
+//!   connection: 448 KiB with the defaults, and `max_connections` connections.
 #![deny(missing_docs)]
 
 mod budget;

@@ -57,10 +57,15 @@ impl Registry {
         self.lock().len()
     }
 
-    /// The connection holding the most bytes of an unfinished frame, if any holds some.
-    pub(crate) fn largest_partial(&self) -> Option<(ConnHandle, usize)> {
+    /// The connection holding the most for an unfinished frame, if any holds some,
+    /// leaving out those `skip` names.
+    pub(crate) fn largest_partial(
+        &self,
+        skip: impl Fn(&ConnHandle) -> bool,
+    ) -> Option<(ConnHandle, usize)> {
         self.lock()
             .values()
+            .filter(|c| !skip(c))
             .map(|c| (c, c.partial.load(Ordering::Relaxed)))
             .filter(|&(_, held)| held > 0)
             .max_by_key(|&(_, held)| held)
