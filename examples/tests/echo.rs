@@ -473,3 +473,26 @@ fn serves_and_connects_over_tls() {
     let _ = std::fs::remove_file(cert_path);
     let _ = std::fs::remove_file(key_path);
 }
+
+#[test]
+fn frame_timeout_closes_a_client_that_trickles_a_frame() {
+    let (server, addr) = start_server(&["--read-timeout", "0.4", "--frame-timeout", "1"]);
+    let mut stream = connect(addr);
+    let started = Instant::now();
+    // One byte every 300 ms keeps the read timeout away but never ends the frame.
+    while started.elapsed() < Duration::from_secs(3) {
+        if stream.write_all(b"x").is_err() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(300));
+    }
+    let stderr = server.wait_stderr("to finish a frame");
+    assert!(
+        stderr.contains(&stream.local_addr().unwrap().to_string()),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed by the frame timeout"
+    );
+}

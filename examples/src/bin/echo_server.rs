@@ -69,6 +69,11 @@ struct Args {
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     read_timeout: Option<Duration>,
 
+    /// Close a connection whose frame, once begun, is not finished within this long
+    /// (a client trickling bytes just inside the read timeout).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    frame_timeout: Option<Duration>,
+
     /// Drop a client that takes none of its replies for this long.
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     write_timeout: Option<Duration>,
@@ -111,6 +116,9 @@ async fn run() -> anyhow::Result<ExitCode> {
         });
     if let Some(timeout) = args.read_timeout {
         builder = builder.idle_timeout(timeout);
+    }
+    if let Some(timeout) = args.frame_timeout {
+        builder = builder.frame_timeout(timeout);
     }
     if let Some(timeout) = args.write_timeout {
         builder = builder.write_timeout(timeout);
