@@ -1,0 +1,424 @@
+//! The `heartbeat` binary as a black box, on loopback: the demo, and the master and
+//! node processes of multi-process mode, killed with `kill -9` and restarted. Every
+//! wait is bounded, and a child still running when a test ends is killed.
+#![cfg(unix)]
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+const HEARTBEAT: &str = env!("CARGO_BIN_EXE_heartbeat");
+
+/// Bound on a wait for something that takes well under a second.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Short timings for multi-process tests: probe every 200 ms, 150 ms timeout, dead
+/// at the 3rd failure in a row, master lost after 1.5 s without a probe.
+const TIMING: [&str; 8] = [
+    "--probe-interval-ms",
+    "200",
+    "--probe-timeout-ms",
+    "150",
+    "--max-failures",
+    "2",
+    "--master-timeout-ms",
+    "1500",
+];
+
+/// `probe_interval × (max_failures + 1) + probe_timeout` for [`TIMING`].
+const BOUND: Duration = Duration::from_millis(200 * 3 + 150);
+/// `master_timeout` of [`TIMING`].
+const MASTER_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Added to a protocol bound when the test measures it from outside: the start of
+/// the processes, the pipe from the child, the 10 ms polling here, and a machine
+/// busy with other builds. The demo measures its latency itself, with the same
+/// slack for its own scheduling.
+const SLACK: Duration = Duration::from_millis(500);
+
+/// The words an event line may carry.
+const STATES: [&str; 7] = [
+    "joined",
+    "suspect",
+    "alive",
+    "dead",
+    "left",
+    "master-lost",
+    "master-back",
+];
+
+/// A running binary with its output collected in the background; killed on drop.
+struct Proc {
+    child: Child,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    /// The threads copying stdout and stderr; they end when the child exits.
+    collectors: Vec<JoinHandle<()>>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(HEARTBEAT)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {HEARTBEAT}: {err}"));
+        let (stdout, out_thread) = collect(child.stdout.take().unwrap());
+        let (stderr, err_thread) = collect(child.stderr.take().unwrap());
+        Proc {
+            child,
+            stdout,
+            stderr,
+            collectors: vec![out_thread, err_thread],
+        }
+    }
+
+    /// `heartbeat master --listen ADDR` with [`TIMING`]; returns its address.
+    fn master(listen: &str) -> (Proc, SocketAddr) {
+        let mut args = vec!["master", "--listen", listen];
+        args.extend(TIMING);
+        let master = Proc::spawn(&args);
+        let addr = master.listening();
+        (master, addr)
+    }
+
+    /// `heartbeat node --id ID` of the master at `master`, with [`TIMING`].
+    fn node(id: &str, master: SocketAddr, extra: &[&str]) -> Proc {
+        let master = master.to_string();
+        let mut args = vec![
+            "node",
+            "--master",
+            &master,
+            "--listen",
+            "127.0.0.1:0",
+            "--id",
+            id,
+        ];
+        args.extend(TIMING);
+        args.extend(extra);
+        let node = Proc::spawn(&args);
+        node.listening();
+        node
+    }
+
+    /// The complete lines of stdout so far.
+    fn lines(&self) -> Vec<String> {
+        let stdout = self.stdout.lock().unwrap();
+        let end = stdout
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        String::from_utf8_lossy(&stdout[..end])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Waits for a line numbered `from` or later that equals `line` up to ` at_ms=`;
+    /// returns its number. Panics after `within`.
+    fn wait_event(&self, from: usize, node: &str, state: &str, within: Duration) -> usize {
+        let prefix = format!("event node={node} state={state} at_ms=");
+        let deadline = Instant::now() + within;
+        loop {
+            let lines = self.lines();
+            if let Some(i) = (from..lines.len()).find(|&i| lines[i].starts_with(&prefix)) {
+                check_event_line(&lines[i]);
+                return i;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {prefix:?} within {within:?}; stdout:\n{}\nstderr:\n{}",
+                lines.join("\n"),
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Parses the first line, `listening on ADDR`.
+    fn listening(&self) -> SocketAddr {
+        let deadline = Instant::now() + TIMEOUT;
+        let first = loop {
+            if let Some(first) = self.lines().into_iter().next() {
+                break first;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no first line within {TIMEOUT:?}; stderr: {}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(10));
+        };
+        first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .parse()
+            .unwrap()
+    }
+
+    /// Waits for the exit; returns the status once stdout and stderr are complete.
+    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                for collector in self.collectors.drain(..) {
+                    collector.join().unwrap();
+                }
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after {within:?}; stderr: {}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill failed");
+    }
+
+    /// `kill -9`: the process vanishes without a word, its sockets closed by the
+    /// kernel. Returns when it is gone.
+    fn kill_9(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.wait_exit(TIMEOUT);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Copies everything `pipe` yields into a shared buffer, on a thread.
+fn collect(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, JoinHandle<()>) {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = buf.clone();
+    let thread = thread::spawn(move || {
+        let mut chunk = [0; 4096];
+        while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+            sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+        }
+    });
+    (buf, thread)
+}
+
+/// Checks `event node=<id> state=<word> at_ms=<ms>` exactly; returns the three.
+fn check_event_line(line: &str) -> (String, String, u64) {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let [event, node, state, at_ms] = fields[..] else {
+        panic!("not four fields: {line:?}");
+    };
+    assert_eq!(event, "event", "{line:?}");
+    let node = node.strip_prefix("node=").expect(line);
+    let state = state.strip_prefix("state=").expect(line);
+    let at_ms = at_ms.strip_prefix("at_ms=").expect(line);
+    assert!(!node.is_empty(), "{line:?}");
+    assert!(STATES.contains(&state), "unknown state in {line:?}");
+    let at_ms = at_ms.parse().unwrap_or_else(|_| panic!("{line:?}"));
+    (node.to_owned(), state.to_owned(), at_ms)
+}
+
+/// The `key=value` fields of a summary line.
+fn fields(line: &str) -> Vec<(&str, &str)> {
+    line.split(' ')
+        .skip(1)
+        .map(|field| field.split_once('=').expect(line))
+        .collect()
+}
+
+#[test]
+fn demo_runs_alone_and_shows_the_stopped_node_dead_then_back() {
+    let started = Instant::now();
+    let mut demo = Proc::spawn(&[]);
+    let status = demo.wait_exit(Duration::from_secs(25));
+    let took = started.elapsed();
+    let lines = demo.lines();
+    let output = lines.join("\n");
+    assert!(status.success(), "{status}; stderr: {}", demo.stderr());
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+
+    // stdout is a pipe here: event lines, then the summary, nothing else.
+    let (events, summary): (Vec<&String>, Vec<&String>) =
+        lines.iter().partition(|line| line.starts_with("event "));
+    let events: Vec<(String, String, u64)> =
+        events.into_iter().map(|l| check_event_line(l)).collect();
+    assert!(
+        summary.iter().all(|line| line.starts_with("summary ")),
+        "{output}"
+    );
+    let of = |node: &str| -> Vec<(&str, u64)> {
+        events
+            .iter()
+            .filter(|(n, _, _)| n == node)
+            .map(|(_, state, at)| (state.as_str(), *at))
+            .collect()
+    };
+    for i in 1..=5 {
+        let node = format!("node-{i}");
+        let states: Vec<&str> = of(&node).into_iter().map(|(state, _)| state).collect();
+        assert_eq!(states.first(), Some(&"joined"), "{node}: {output}");
+        assert_eq!(states.last(), Some(&"left"), "{node}: {output}");
+        if node != "node-3" {
+            assert!(!states.contains(&"dead"), "{node}: {output}");
+        }
+        assert!(
+            summary
+                .iter()
+                .any(|line| line.starts_with(&format!("summary node={node} events=joined@"))),
+            "{output}"
+        );
+    }
+
+    // node-3 stops at about 3 s: dead; starts again at about 8 s: alive again.
+    let victim = of("node-3");
+    let dead = victim
+        .iter()
+        .position(|&(state, at)| state == "dead" && at >= 3000)
+        .unwrap_or_else(|| panic!("node-3 never dead after 3 s: {output}"));
+    let (_, back_at) = victim[dead + 1..]
+        .iter()
+        .find(|(state, _)| *state == "alive" || *state == "joined")
+        .unwrap_or_else(|| panic!("node-3 never back: {output}"));
+    assert!(*back_at >= 8000, "{output}");
+
+    let last = summary
+        .iter()
+        .find(|line| line.starts_with("summary stopped=node-3 "))
+        .unwrap_or_else(|| panic!("no latency summary: {output}"));
+    let fields = fields(last);
+    let field = |key: &str| -> u64 {
+        let (_, value) = fields.iter().find(|(k, _)| *k == key).expect(last);
+        value.parse().expect(last)
+    };
+    let (latency, bound) = (field("detection_latency_ms"), field("bound_ms"));
+    assert_eq!(bound, 500 * 4 + 300, "{last}");
+    assert!(
+        latency <= bound + millis(SLACK),
+        "detected after {latency} ms: {last}"
+    );
+    assert_eq!(field("dead_at_ms"), victim[dead].1, "{last}");
+}
+
+#[test]
+fn killed_node_is_dead_within_the_bound_and_comes_back_on_restart() {
+    let (master, addr) = Proc::master("127.0.0.1:0");
+    let _a = Proc::node("hb-a", addr, &[]);
+    let mut b = Proc::node("hb-b", addr, &[]);
+    let _c = Proc::node("hb-c", addr, &[]);
+    for node in ["hb-a", "hb-b", "hb-c"] {
+        master.wait_event(1, node, "joined", TIMEOUT);
+    }
+    // A probe round with everyone answering, so that hb-b dies after a success.
+    thread::sleep(Duration::from_millis(300));
+
+    let mark = master.lines().len();
+    let killed = Instant::now();
+    b.kill_9();
+    let dead = master.wait_event(mark, "hb-b", "dead", BOUND + SLACK + TIMEOUT);
+    let took = killed.elapsed();
+    eprintln!("hb-b declared dead {took:?} after kill -9 (bound {BOUND:?})");
+    assert!(
+        took <= BOUND + SLACK,
+        "hb-b declared dead {took:?} after kill -9; bound {BOUND:?} + slack {SLACK:?}"
+    );
+
+    // Same id, new process: a new incarnation, which the master takes back (a
+    // registration after Dead is `alive`, the recovery event).
+    let b = Proc::node("hb-b", addr, &[]);
+    b.wait_event(1, "hb-b", "joined", TIMEOUT);
+    master.wait_event(dead, "hb-b", "alive", TIMEOUT);
+
+    // Nobody else died (a busy machine may make one Suspect for a round).
+    let lines = master.lines();
+    for line in &lines[1..] {
+        let (node, state, _) = check_event_line(line);
+        assert!(
+            node == "hb-b" || state != "dead",
+            "unexpected {line:?} in\n{}",
+            lines.join("\n")
+        );
+    }
+}
+
+#[test]
+fn nodes_report_master_lost_then_back_when_the_master_restarts() {
+    let (mut master, addr) = Proc::master("127.0.0.1:0");
+    let nodes = [Proc::node("hb-x", addr, &[]), Proc::node("hb-y", addr, &[])];
+    for (node, id) in nodes.iter().zip(["hb-x", "hb-y"]) {
+        master.wait_event(1, id, "joined", TIMEOUT);
+        node.wait_event(1, id, "joined", TIMEOUT);
+    }
+    let marks: Vec<usize> = nodes.iter().map(|node| node.lines().len()).collect();
+
+    let killed = Instant::now();
+    master.kill_9();
+    // A new master on the same port (the listener sets SO_REUSEADDR).
+    let (master, again) = Proc::master(&addr.to_string());
+    assert_eq!(again, addr);
+
+    for ((node, id), mark) in nodes.iter().zip(["hb-x", "hb-y"]).zip(marks) {
+        let lost = node.wait_event(mark, id, "master-lost", MASTER_TIMEOUT + SLACK + TIMEOUT);
+        let took = killed.elapsed();
+        eprintln!("{id} saw the master lost {took:?} after kill -9 (timeout {MASTER_TIMEOUT:?})");
+        // The last probe came at most one interval before the kill.
+        assert!(
+            took <= MASTER_TIMEOUT + SLACK,
+            "{id} noticed after {took:?}; master timeout {MASTER_TIMEOUT:?} + slack {SLACK:?}"
+        );
+        node.wait_event(lost, id, "master-back", TIMEOUT);
+        master.wait_event(1, id, "joined", TIMEOUT);
+    }
+}
+
+#[test]
+fn node_leaves_on_sigint_or_at_the_end_of_its_duration_and_master_exits_0_on_sigterm() {
+    let (mut master, addr) = Proc::master("127.0.0.1:0");
+    let mut by_signal = Proc::node("hb-sig", addr, &[]);
+    let mut by_time = Proc::node("hb-time", addr, &["--duration", "1"]);
+    master.wait_event(1, "hb-sig", "joined", TIMEOUT);
+    master.wait_event(1, "hb-time", "joined", TIMEOUT);
+
+    by_signal.signal(libc::SIGINT);
+    assert!(by_signal.wait_exit(TIMEOUT).success());
+    master.wait_event(1, "hb-sig", "left", TIMEOUT);
+    assert!(by_time.wait_exit(TIMEOUT).success());
+    master.wait_event(1, "hb-time", "left", TIMEOUT);
+
+    master.signal(libc::SIGTERM);
+    let status = master.wait_exit(TIMEOUT);
+    assert!(status.success(), "{status}; stderr: {}", master.stderr());
+}
+
+#[test]
+fn master_names_the_address_it_cannot_listen_on() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut master = Proc::spawn(&["master", "--listen", &addr]);
+    let status = master.wait_exit(TIMEOUT);
+    assert_eq!(status.code(), Some(1));
+    let stderr = master.stderr();
+    assert!(
+        stderr.starts_with(&format!("error: cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap()
+}
