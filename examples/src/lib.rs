@@ -83,6 +83,37 @@ pub fn init_tracing() {
         .init();
 }
 
+/// Installs the handlers for SIGINT and SIGTERM now (so that a signal sent as soon
+/// as a binary prints `listening on` is caught) and returns a future that resolves
+/// to the name of the first one received.
+///
+/// # Errors
+/// When the handlers cannot be installed.
+#[cfg(unix)]
+pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        }
+    })
+}
+
+/// Ctrl-C only, where there is no SIGTERM.
+///
+/// # Errors
+/// Never; the signature matches the Unix one.
+#[cfg(not(unix))]
+pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = &'static str>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    })
+}
+
 /// Ends a binary's `main`: an error becomes one `error: ...` line on stderr (its
 /// causes joined with `: `) and exit code 1, whatever `RUST_BACKTRACE` says.
 pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {

@@ -9,7 +9,6 @@
 //! its peer. Ctrl-C (SIGINT) or SIGTERM lets queued replies go out, prints a one-line
 //! summary to stderr and exits 0. `--help` lists the flags.
 
-use std::future::Future;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -94,7 +93,7 @@ async fn run() -> anyhow::Result<ExitCode> {
 
     // Signal handlers first: a SIGINT sent as soon as "listening on" shows must not
     // meet the default action (kill, exit code 130).
-    let stop = stop_signal()?;
+    let stop = chitchat_examples::stop_signal()?;
 
     let addr = match &args.unix {
         Some(path) => Addr::Unix(UnixAddr::path_name(path)?),
@@ -174,28 +173,4 @@ async fn log_errors(mut events: EventStream) {
             eprintln!("error: {:#}", anyhow::Error::from(err.clone()));
         }
     }
-}
-
-/// Installs the handlers now and returns a future that resolves to the name of the
-/// first stop signal received.
-#[cfg(unix)]
-fn stop_signal() -> std::io::Result<impl Future<Output = &'static str>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => "SIGINT",
-            _ = terminate.recv() => "SIGTERM",
-        }
-    })
-}
-
-/// Ctrl-C only, where there is no SIGTERM.
-#[cfg(not(unix))]
-fn stop_signal() -> std::io::Result<impl Future<Output = &'static str>> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
-    })
 }

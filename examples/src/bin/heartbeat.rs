@@ -31,7 +31,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
-use std::future::Future;
 use std::io::{self, IsTerminal, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -309,7 +308,7 @@ async fn demo(start: Instant) -> anyhow::Result<ExitCode> {
 /// `heartbeat master`: serve registrations and probe until stopped.
 async fn master(start: Instant, listen: Addr, timing: &Timing) -> anyhow::Result<ExitCode> {
     // Handlers first: a signal sent as soon as `listening on` shows must not kill us.
-    let stop = stop_signal()?;
+    let stop = chitchat_examples::stop_signal()?;
     let master = Master::builder(listen)
         .config(timing.config())
         .start(&Tcp, Tcp)
@@ -352,7 +351,7 @@ async fn node(
     id: NodeId,
     timing: &Timing,
 ) -> anyhow::Result<ExitCode> {
-    let stop = stop_signal()?;
+    let stop = chitchat_examples::stop_signal()?;
     let master_addr = tokio::net::lookup_host(master)
         .await
         .ok()
@@ -839,28 +838,4 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
-}
-
-/// Installs the handlers now and returns a future that resolves to the name of the
-/// first stop signal received.
-#[cfg(unix)]
-fn stop_signal() -> io::Result<impl Future<Output = &'static str>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => "SIGINT",
-            _ = terminate.recv() => "SIGTERM",
-        }
-    })
-}
-
-/// Ctrl-C only, where there is no SIGTERM.
-#[cfg(not(unix))]
-fn stop_signal() -> io::Result<impl Future<Output = &'static str>> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
-    })
 }
