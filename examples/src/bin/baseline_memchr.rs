@@ -1,0 +1,86 @@
+//! Benchmark baseline: what a hand-tuned tokio echo server reaches without a
+//! library. One `BytesMut` per connection filled by large reads, frames split with
+//! `memchr` (the search resumes where it stopped), all replies of one read copied
+//! into one output buffer and written back with one write.
+//!
+//! ```text
+//! cargo run --release -p chitchat-examples --bin baseline_memchr -- --listen 127.0.0.1:0
+//! ```
+//!
+//! The first line on stdout is `listening on ADDR`. Used by `bench` (see
+//! BENCHMARKS.md).
+
+use std::io;
+use std::net::SocketAddr;
+
+use bytes::{Buf, BytesMut};
+use clap::Parser;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Longest frame accepted, delimiter excluded: chitchat's default limit.
+const MAX_FRAME: usize = 64 * 1024;
+
+/// Read buffer reserved at a time: tokio-util's `Framed` starts with the same.
+const READ_SIZE: usize = 8 * 1024;
+
+/// Echoes every `\n`-terminated frame; all replies of a read go out in one write.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
+    listen: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let listener = TcpListener::bind(args.listen).await?;
+    println!("listening on {}", listener.local_addr()?);
+    loop {
+        let socket = match listener.accept().await {
+            Ok((socket, _)) => socket,
+            // Out of file descriptors, or a peer that left: pause, keep serving.
+            Err(err) => {
+                eprintln!("error: accept: {err}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        tokio::spawn(async move {
+            let _ = serve(socket).await;
+        });
+    }
+}
+
+async fn serve(mut socket: TcpStream) -> io::Result<()> {
+    let mut input = BytesMut::with_capacity(READ_SIZE);
+    let mut output = BytesMut::with_capacity(READ_SIZE);
+    // Bytes at the front of `input` already searched: a long frame arriving in
+    // pieces is scanned once, not once per read.
+    let mut scanned = 0;
+    loop {
+        if input.capacity() - input.len() < READ_SIZE / 4 {
+            input.reserve(READ_SIZE);
+        }
+        if socket.read_buf(&mut input).await? == 0 {
+            return Ok(());
+        }
+        while let Some(found) = memchr::memchr(b'\n', &input[scanned..]) {
+            let end = scanned + found + 1;
+            // The frame is `input[..end]`; the echo handler copies it out.
+            output.extend_from_slice(&input[..end]);
+            input.advance(end);
+            scanned = 0;
+        }
+        scanned = input.len();
+        if scanned > MAX_FRAME {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "frame too long"));
+        }
+        if !output.is_empty() {
+            socket.write_all(&output).await?;
+            output.clear();
+        }
+    }
+}
