@@ -3,8 +3,8 @@
 //! BENCHMARKS.md with a plot.
 //!
 //! ```text
-//! cargo run --release -p chitchat-examples --bin bench            # about 10 minutes
-//! cargo run --release -p chitchat-examples --bin bench -- --quick # about 2 minutes
+//! cargo run --release -p chitchat-examples --bin bench            # about 13 minutes
+//! cargo run --release -p chitchat-examples --bin bench -- --quick # about 4 minutes
 //! ```
 //!
 //! What it does, in order:
