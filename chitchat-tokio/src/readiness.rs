@@ -1,22 +1,22 @@
-//! Tokio's readiness-based sockets (TCP, Unix) as chitchat connections: wait for
-//! readiness with no buffer, then one non-blocking call. Written once for every
-//! socket type that has the four primitives.
+//! Tokio's readiness-based sockets (TCP, Unix) as chitchat connections: an idle
+//! connection waits for readiness with no buffer; reads then go through tokio's
+//! `AsyncRead`, which, unlike `try_read_buf`, takes a short read as "drained" and
+//! so saves the `EAGAIN` system call that would otherwise follow every read.
+//! Written once for every socket type that has these primitives.
 
 use std::io;
 use std::task::{ready, Context, Poll};
 
 use bytes::BytesMut;
 use chitchat_core::{Addr, Connection};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
 /// The readiness primitives tokio's stream sockets share (implemented for
 /// `TcpStream` and `UnixStream`).
-pub trait ReadinessIo: AsyncWrite + Send + Unpin + 'static {
+pub trait ReadinessIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     #[doc(hidden)]
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-    #[doc(hidden)]
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
     #[doc(hidden)]
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     #[doc(hidden)]
@@ -28,9 +28,6 @@ macro_rules! readiness_io {
         impl ReadinessIo for $stream {
             fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 <$stream>::poll_read_ready(self, cx)
-            }
-            fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
-                <$stream>::try_read_buf(self, buf)
             }
             fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 <$stream>::poll_write_ready(self, cx)
@@ -88,7 +85,7 @@ impl<S: ReadinessIo> Connection for StreamConn<S> {
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
-        poll_read(&self.stream, cx, buf)
+        tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.stream), cx, buf)
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
@@ -97,22 +94,6 @@ impl<S: ReadinessIo> Connection for StreamConn<S> {
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-/// Reads into `buf`'s spare capacity once the socket is readable.
-fn poll_read<S: ReadinessIo>(
-    stream: &S,
-    cx: &mut Context<'_>,
-    buf: &mut BytesMut,
-) -> Poll<io::Result<usize>> {
-    loop {
-        ready!(stream.poll_read_ready(cx))?;
-        // try_read_buf clears the readiness it consumed when it would block.
-        match stream.try_read_buf(buf) {
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-            result => return Poll::Ready(result),
-        }
     }
 }
 
