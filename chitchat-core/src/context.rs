@@ -1,23 +1,144 @@
-//! What user code sees of a connection while it handles a frame: the [`ReadContext`],
-//! and the [`Handler`] that receives it.
+//! What user code sees of a connection while it handles a frame: the [`Frame`], the
+//! [`ReadContext`], and the [`Handler`] that receives both.
 //!
 //! Both are object-safe and runtime-free, so a handler is written once against
 //! chitchat-core and runs on any backend: tokio TCP in production, the in-memory
 //! network in tests.
 
-use bytes::Bytes;
+use std::fmt::{self, Write as _};
+use std::ops::Deref;
+
+use bytes::{Bytes, BytesMut};
 
 use crate::addr::Addr;
 use crate::error::WriteError;
+use crate::frame::FrameExtent;
+
+/// One received frame (delimiter removed), lent to the handler where it lies in the
+/// connection's read buffer.
+///
+/// It dereferences to `[u8]`. Lending it costs nothing per frame; a handler that
+/// wants to keep the frame past its call takes it with [`into_bytes`](Self::into_bytes),
+/// which moves it out of the read buffer without copying.
+///
+/// ```
+/// use bytes::{Bytes, BytesMut};
+/// use chitchat_core::Frame;
+///
+/// let mut buf = BytesMut::from(&b"ping"[..]);
+/// let frame = Frame::from(&mut buf);
+/// assert_eq!(frame, "ping");
+/// assert!(frame.starts_with(b"pi"));
+/// let kept: Bytes = frame.into_bytes();
+/// assert_eq!(kept, "ping");
+/// ```
+pub struct Frame<'a> {
+    buf: &'a mut BytesMut,
+    extent: FrameExtent,
+}
+
+impl<'a> Frame<'a> {
+    /// The frame [`Framer::find_frame`](crate::Framer::find_frame) located at the front
+    /// of `buf` (for backends).
+    ///
+    /// # Panics
+    /// When `buf` is shorter than the extent.
+    #[inline]
+    pub fn new(buf: &'a mut BytesMut, extent: FrameExtent) -> Self {
+        assert!(
+            extent.payload_len <= extent.wire_len && extent.wire_len <= buf.len(),
+            "frame extent {extent:?} outside a {}-byte buffer",
+            buf.len()
+        );
+        Frame { buf, extent }
+    }
+
+    /// The frame, taken out of the read buffer as its own `Bytes`: no copy, and
+    /// it lives as long as you keep it.
+    #[inline]
+    pub fn into_bytes(self) -> Bytes {
+        self.extent.split_off(self.buf)
+    }
+}
+
+/// The whole buffer as one frame: for calling a handler directly in a test.
+impl<'a> From<&'a mut BytesMut> for Frame<'a> {
+    fn from(buf: &'a mut BytesMut) -> Self {
+        let len = buf.len();
+        Frame {
+            buf,
+            extent: FrameExtent {
+                payload_len: len,
+                wire_len: len,
+            },
+        }
+    }
+}
+
+impl Deref for Frame<'_> {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.extent.payload_len]
+    }
+}
+
+impl AsRef<[u8]> for Frame<'_> {
+    #[inline]
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl fmt::Debug for Frame<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // As `Bytes` shows itself (b"..."), without copying the frame.
+        f.write_str("b\"")?;
+        for byte in self.iter().flat_map(|&b| std::ascii::escape_default(b)) {
+            f.write_char(char::from(byte))?;
+        }
+        f.write_str("\"")
+    }
+}
+
+impl PartialEq<[u8]> for Frame<'_> {
+    fn eq(&self, other: &[u8]) -> bool {
+        **self == *other
+    }
+}
+
+impl PartialEq<&[u8]> for Frame<'_> {
+    fn eq(&self, other: &&[u8]) -> bool {
+        **self == **other
+    }
+}
+
+impl<const N: usize> PartialEq<&[u8; N]> for Frame<'_> {
+    fn eq(&self, other: &&[u8; N]) -> bool {
+        **self == other[..]
+    }
+}
+
+impl PartialEq<str> for Frame<'_> {
+    fn eq(&self, other: &str) -> bool {
+        **self == *other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for Frame<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        **self == *other.as_bytes()
+    }
+}
 
 /// The connection a frame arrived on, as seen from inside the handler.
 ///
 /// ```
-/// use bytes::Bytes;
-/// use chitchat_core::ReadContext;
+/// use chitchat_core::{Frame, ReadContext};
 ///
 /// /// Replies "<peer> said <frame>"; closes the connection on "bye".
-/// fn handle(ctx: &mut dyn ReadContext<()>, frame: Bytes) {
+/// fn handle(ctx: &mut dyn ReadContext<()>, frame: Frame<'_>) {
 ///     if frame == "bye" {
 ///         ctx.close();
 ///         return;
@@ -61,10 +182,9 @@ pub trait ReadContext<S: ?Sized = ()> {
 /// Closures implement it:
 ///
 /// ```
-/// use bytes::Bytes;
-/// use chitchat_core::{Handler, ReadContext};
+/// use chitchat_core::{Frame, Handler, ReadContext};
 ///
-/// let echo = |ctx: &mut dyn ReadContext<()>, frame: Bytes| {
+/// let echo = |ctx: &mut dyn ReadContext<()>, frame: Frame<'_>| {
 ///     let _ = ctx.reply(&frame);
 /// };
 /// fn assert_handler<H: Handler<()>>(_: &H) {}
@@ -72,14 +192,14 @@ pub trait ReadContext<S: ?Sized = ()> {
 /// ```
 pub trait Handler<S: ?Sized = ()>: Send + Sync + 'static {
     /// Handles one complete frame (delimiter removed).
-    fn on_frame(&self, ctx: &mut dyn ReadContext<S>, frame: Bytes);
+    fn on_frame(&self, ctx: &mut dyn ReadContext<S>, frame: Frame<'_>);
 }
 
 impl<S: ?Sized, F> Handler<S> for F
 where
-    F: Fn(&mut dyn ReadContext<S>, Bytes) + Send + Sync + 'static,
+    F: Fn(&mut dyn ReadContext<S>, Frame<'_>) + Send + Sync + 'static,
 {
-    fn on_frame(&self, ctx: &mut dyn ReadContext<S>, frame: Bytes) {
+    fn on_frame(&self, ctx: &mut dyn ReadContext<S>, frame: Frame<'_>) {
         self(ctx, frame)
     }
 }
@@ -89,5 +209,5 @@ where
 pub struct IgnoreFrames;
 
 impl<S: ?Sized> Handler<S> for IgnoreFrames {
-    fn on_frame(&self, _: &mut dyn ReadContext<S>, _: Bytes) {}
+    fn on_frame(&self, _: &mut dyn ReadContext<S>, _: Frame<'_>) {}
 }

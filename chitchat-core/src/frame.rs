@@ -5,9 +5,11 @@
 //! it calls [`Framer::decode_eof`]. Outgoing payloads go through [`Framer::encode`],
 //! which refuses anything the peer's framer would split or reject.
 //!
-//! Frames are `Bytes` views into the read buffer: no copy per frame. The delimiter
-//! search resumes where the last one stopped, so a frame that trickles in one byte per
-//! read costs O(n) in total, not O(n²).
+//! Frames are never copied. `decode` splits each off as a `Bytes` view of the read
+//! buffer; [`Framer::find_frame`] only locates it, so the engine can lend it to the
+//! handler where it lies and skip it afterwards, with no reference counting per
+//! frame. The delimiter search resumes where the last one stopped, so a frame that
+//! trickles in one byte per read costs O(n) in total, not O(n²).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -57,6 +59,29 @@ pub enum FrameError {
         /// How many bytes of the unfinished frame were dropped.
         len: usize,
     },
+}
+
+/// Where [`Framer::find_frame`] found the next frame: at the front of the buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameExtent {
+    /// The frame's bytes, delimiter (and a stripped `'\r'`) excluded.
+    pub payload_len: usize,
+    /// The bytes the frame took on the wire, delimiter included: what the caller
+    /// removes from the buffer once done with the frame.
+    pub wire_len: usize,
+}
+
+impl FrameExtent {
+    /// Takes the frame out of the front of `buf` as its own `Bytes` (no copy).
+    ///
+    /// # Panics
+    /// When `buf` is shorter than `wire_len`: the extent is not of this buffer.
+    #[inline]
+    pub fn split_off(self, buf: &mut BytesMut) -> Bytes {
+        let mut frame = buf.split_to(self.wire_len);
+        frame.truncate(self.payload_len);
+        frame.freeze()
+    }
 }
 
 /// A payload that must not be sent: the peer would not read it back as one frame.
@@ -116,39 +141,80 @@ impl Framer {
     /// complete one is found to; its bytes are dropped, and the framer skips the rest
     /// of that frame, so calling again continues with the next one.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
-        let limit = self.config.max_frame_len;
-        let delimiter = match self.config.delimiter {
-            Delimiter::Byte(byte) => byte,
-            Delimiter::Eof => return self.check_eof_frame_len(buf),
+        Ok(self.find_frame(buf)?.map(|extent| extent.split_off(buf)))
+    }
+
+    /// Like [`decode`](Self::decode), but leaves the frame where it is: the frame is
+    /// `buf[..payload_len]`, and the caller removes `wire_len` bytes from the front of
+    /// `buf` (with `advance` or `split_to`) before calling again.
+    ///
+    /// This is the engine's path: a frame handed to a handler by reference costs no
+    /// reference-count traffic, and a handler that keeps it splits it off itself (see
+    /// `Frame::into_bytes`). Bytes that are not part of a frame (an oversized frame
+    /// being skipped) are removed from `buf` here.
+    ///
+    /// ```
+    /// use bytes::{Buf, BytesMut};
+    /// use chitchat_core::{Delimiter, FrameConfig, Framer};
+    ///
+    /// let mut framer = Framer::new(FrameConfig::new(Delimiter::Byte(b'\n')));
+    /// let mut buf = BytesMut::from(&b"hi\r\nyo\n"[..]);
+    /// let extent = framer.find_frame(&mut buf).unwrap().unwrap();
+    /// assert_eq!(&buf[..extent.payload_len], b"hi");
+    /// buf.advance(extent.wire_len);
+    /// assert_eq!(&buf[..], b"yo\n");
+    /// ```
+    ///
+    /// # Errors
+    /// As [`decode`](Self::decode).
+    #[inline]
+    pub fn find_frame(&mut self, buf: &mut BytesMut) -> Result<Option<FrameExtent>, FrameError> {
+        // Per frame only this runs (inlined into the caller's loop); faults and
+        // the end of the input leave through the out-of-line paths.
+        let Delimiter::Byte(delimiter) = self.config.delimiter else {
+            return self.check_eof_frame_len(buf);
         };
-        loop {
-            let Some(found) = memchr::memchr(delimiter, &buf[self.scanned..]) else {
-                return self.wait_for_delimiter(buf);
-            };
-            let end = self.scanned + found;
-            self.scanned = 0;
-            if self.discarding {
-                self.discarding = false;
-                buf.advance(end + 1);
-                continue;
-            }
-            if end > limit {
-                buf.advance(end + 1);
-                return Err(FrameError::TooLong { limit });
-            }
-            let mut frame = buf.split_to(end + 1);
-            let mut len = end;
-            if delimiter == b'\n' && len > 0 && frame[len - 1] == b'\r' {
-                len -= 1;
-            }
-            frame.truncate(len);
-            return Ok(Some(frame.freeze()));
+        let Some(found) = memchr::memchr(delimiter, &buf[self.scanned..]) else {
+            return self.wait_for_delimiter(buf);
+        };
+        let end = self.scanned + found;
+        self.scanned = 0;
+        if self.discarding || end > self.config.max_frame_len {
+            return self.skip_through(end, buf);
         }
+        let crlf = delimiter == b'\n' && end > 0 && buf[end - 1] == b'\r';
+        Ok(Some(FrameExtent {
+            payload_len: end - usize::from(crlf),
+            wire_len: end + 1,
+        }))
+    }
+
+    /// The delimiter at `end` closes a frame we drop: the rest of an oversized one
+    /// (then carry on with the next), or one found complete but too long.
+    #[cold]
+    #[inline(never)]
+    fn skip_through(
+        &mut self,
+        end: usize,
+        buf: &mut BytesMut,
+    ) -> Result<Option<FrameExtent>, FrameError> {
+        buf.advance(end + 1);
+        if self.discarding {
+            self.discarding = false;
+            return self.find_frame(buf);
+        }
+        Err(FrameError::TooLong {
+            limit: self.config.max_frame_len,
+        })
     }
 
     /// No delimiter in `buf`: remember how far we looked, and fail fast if the
     /// unfinished frame is already too long.
-    fn wait_for_delimiter(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+    #[inline(never)]
+    fn wait_for_delimiter(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<FrameExtent>, FrameError> {
         if self.discarding {
             buf.clear();
             self.scanned = 0;
@@ -167,7 +233,11 @@ impl Framer {
     }
 
     /// EOF mode before EOF: only the length can be checked.
-    fn check_eof_frame_len(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+    #[inline(never)]
+    fn check_eof_frame_len(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<FrameExtent>, FrameError> {
         if self.discarding {
             buf.clear();
         } else if buf.len() > self.config.max_frame_len {
@@ -192,6 +262,20 @@ impl Framer {
     /// a frame, and dropping them silently would hide a broken peer. `buf` is empty
     /// afterwards. [`FrameError::TooLong`] as in `decode`.
     pub fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        Ok(self
+            .find_frame_eof(buf)?
+            .map(|extent| extent.split_off(buf)))
+    }
+
+    /// [`decode_eof`](Self::decode_eof) leaving the frame in place, as
+    /// [`find_frame`](Self::find_frame) does for [`decode`](Self::decode).
+    ///
+    /// # Errors
+    /// As `decode_eof`.
+    pub fn find_frame_eof(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<FrameExtent>, FrameError> {
         if self.config.delimiter == Delimiter::Eof {
             self.check_eof_frame_len(buf)?;
             if self.discarding || self.eof_delivered {
@@ -199,10 +283,13 @@ impl Framer {
                 return Ok(None);
             }
             self.eof_delivered = true;
-            return Ok(Some(buf.split().freeze()));
+            return Ok(Some(FrameExtent {
+                payload_len: buf.len(),
+                wire_len: buf.len(),
+            }));
         }
-        if let Some(frame) = self.decode(buf)? {
-            return Ok(Some(frame));
+        if let Some(extent) = self.find_frame(buf)? {
+            return Ok(Some(extent));
         }
         self.discarding = false;
         self.scanned = 0;

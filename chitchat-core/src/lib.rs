@@ -10,7 +10,7 @@
 //! - [`config`]: delimiter, limits, timeouts and their defaults.
 //! - [`transport`]: the [`Connection`], [`Listener`], [`Binder`] and [`Connector`]
 //!   traits every backend transport implements.
-//! - [`context`]: the [`ReadContext`] a [`Handler`] gets with each frame.
+//! - [`context`]: the [`Frame`] and [`ReadContext`] a [`Handler`] gets.
 //! - [`server`], [`client`]: the [`Server`] and [`Client`] contracts.
 //! - [`event`]: close reasons and the bounded [`EventStream`].
 //! - [`stats`]: the [`Stats`] snapshot of a server's or client's counters.
@@ -21,10 +21,10 @@
 //! A handler depends on this crate only, so it runs on any backend:
 //!
 //! ```
-//! use bytes::{Bytes, BytesMut};
-//! use chitchat_core::{Delimiter, FrameConfig, Framer, ReadContext};
+//! use bytes::BytesMut;
+//! use chitchat_core::{Delimiter, Frame, FrameConfig, Framer, ReadContext};
 //!
-//! fn shout(ctx: &mut dyn ReadContext<()>, frame: Bytes) {
+//! fn shout(ctx: &mut dyn ReadContext<()>, frame: Frame<'_>) {
 //!     let _ = ctx.reply(&frame.to_ascii_uppercase());
 //! }
 //!
@@ -53,12 +53,12 @@ pub use config::{
     ClientConfig, ConnConfig, Delimiter, FrameConfig, OversizePolicy, ServerConfig,
     DEFAULT_BACKLOG, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND, DEFAULT_PARTIAL_FRAME_BUDGET,
 };
-pub use context::{Handler, IgnoreFrames, ReadContext};
+pub use context::{Frame, Handler, IgnoreFrames, ReadContext};
 pub use error::{BindError, ConnError, ConnErrorKind, ConnectError, WriteError};
 pub use event::{
     event_queue, CloseEvent, CloseReason, ConnStats, Event, EventSink, EventStream, ShutdownReport,
 };
-pub use frame::{EncodeError, FrameError, Framer};
+pub use frame::{EncodeError, FrameError, FrameExtent, Framer};
 pub use server::Server;
 pub use stats::{ErrorCounts, Stats};
 pub use transport::{BindOptions, Binder, Connection, Connector, Listener};

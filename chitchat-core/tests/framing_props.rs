@@ -7,8 +7,9 @@
 //! chunkings that cut right before or after every delimiter. Limits are small
 //! (`0..=64`) so the limit is hit in most cases.
 
+use bytes::Buf;
 use bytes::{Bytes, BytesMut};
-use chitchat_core::{Delimiter, EncodeError, FrameConfig, FrameError, Framer};
+use chitchat_core::{Delimiter, EncodeError, Frame, FrameConfig, FrameError, FrameExtent, Framer};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
@@ -244,6 +245,47 @@ fn cut<'a>(chunking: &Chunking, delimiter: u8, input: &'a [u8]) -> Vec<&'a [u8]>
     chunks
 }
 
+/// [`feed`] the way the engine does it: frames are located in place with
+/// `find_frame` and lent as a [`Frame`]; a frame whose bit in `keep` is set is
+/// taken with `into_bytes`, the others are copied out and skipped with `advance`.
+fn feed_in_place<'a>(
+    framer: &mut Framer,
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+    keep: u64,
+) -> Vec<Outcome> {
+    let mut buf = BytesMut::new();
+    let mut outcomes = Vec::new();
+    let take = |buf: &mut BytesMut, extent: FrameExtent, outcomes: &mut Vec<Outcome>| {
+        let index = outcomes.len() % 64;
+        let frame = Frame::new(buf, extent);
+        if keep >> index & 1 == 1 {
+            outcomes.push(Ok(frame.into_bytes()));
+        } else {
+            outcomes.push(Ok(Bytes::copy_from_slice(&frame)));
+            buf.advance(extent.wire_len);
+        }
+    };
+    type Find = fn(&mut Framer, &mut BytesMut) -> Result<Option<FrameExtent>, FrameError>;
+    let mut drain = |framer: &mut Framer, buf: &mut BytesMut, find: Find| {
+        let bound = buf.len() + 1;
+        for _ in 0..=bound {
+            match find(framer, buf) {
+                Ok(None) => return,
+                Ok(Some(extent)) => take(buf, extent, &mut outcomes),
+                Err(err) => outcomes.push(Err(err)),
+            }
+        }
+        panic!("framer returned more than {bound} results for a {bound}-byte buffer");
+    };
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        drain(framer, &mut buf, Framer::find_frame);
+    }
+    drain(framer, &mut buf, Framer::find_frame_eof);
+    assert!(buf.is_empty(), "bytes left in the buffer after EOF");
+    outcomes
+}
+
 // ---------------------------------------------------------------------------------
 // Strategies.
 
@@ -348,6 +390,19 @@ proptest! {
                 step.fed, input.len(), step.reported, known
             );
         }
+    }
+
+    /// Locating frames in place and lending them (the engine's path) gives what
+    /// `decode` gives, whether the handler keeps each frame or not.
+    #[test]
+    fn in_place_frames_match_decode(
+        (delimiter, max, input, chunking) in case(),
+        keep in any::<u64>(),
+    ) {
+        let decoded = feed(&mut framer(delimiter, max), [&input[..]]).outcomes;
+        let chunks = cut(&chunking, delimiter_byte(delimiter), &input);
+        let in_place = feed_in_place(&mut framer(delimiter, max), chunks, keep);
+        prop_assert_eq!(in_place, decoded);
     }
 
     /// Between reads the buffer holds at most one unfinished frame of at most

@@ -32,8 +32,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use chitchat_core::{Addr, BindError, Binder, ConnError, Connector, ReadContext};
+use bytes::BytesMut;
+use chitchat_core::{Addr, BindError, Binder, ConnError, Connector, Frame, ReadContext};
 use chitchat_tokio::{Client, Server};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
@@ -441,7 +441,7 @@ impl Shared {
 
 /// The registration server's handler: one heartbeat message per frame.
 #[allow(clippy::result_large_err)] // the detector's `register` result (see there)
-fn on_registration_frame(ctx: &mut dyn ReadContext<Arc<Shared>>, frame: Bytes) {
+fn on_registration_frame(ctx: &mut dyn ReadContext<Arc<Shared>>, frame: Frame<'_>) {
     let shared = ctx.state().clone();
     let peer = ctx.peer_addr();
     let message = match decode(&frame) {
@@ -597,7 +597,7 @@ struct AckSink {
 
 /// The handler of a probe connection: forwards `probe-ack`s to the prober, closes
 /// the connection on anything else.
-fn on_probe_reply(ctx: &mut dyn ReadContext<AckSink>, frame: Bytes) {
+fn on_probe_reply(ctx: &mut dyn ReadContext<AckSink>, frame: Frame<'_>) {
     let peer = ctx.peer_addr();
     let sink = ctx.state();
     let error = match decode(&frame) {

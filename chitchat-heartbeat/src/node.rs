@@ -30,8 +30,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
-use chitchat_core::{Addr, BindError, Binder, ConnectError, Connector, ReadContext, WriteError};
+use bytes::BytesMut;
+use chitchat_core::{
+    Addr, BindError, Binder, ConnectError, Connector, Frame, ReadContext, WriteError,
+};
 use chitchat_tokio::{Client, Server};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -609,7 +611,7 @@ impl NodeShared {
 }
 
 /// The probe server's handler.
-fn on_probe_frame(ctx: &mut dyn ReadContext<Arc<NodeShared>>, frame: Bytes) {
+fn on_probe_frame(ctx: &mut dyn ReadContext<Arc<NodeShared>>, frame: Frame<'_>) {
     let shared = ctx.state().clone();
     let peer = ctx.peer_addr();
     let error = match decode(&frame) {
@@ -714,7 +716,7 @@ struct ReplySink {
 }
 
 /// The handler of a registration connection: forwards the master's answers.
-fn on_register_reply(ctx: &mut dyn ReadContext<ReplySink>, frame: Bytes) {
+fn on_register_reply(ctx: &mut dyn ReadContext<ReplySink>, frame: Frame<'_>) {
     let peer = ctx.peer_addr();
     let sink = ctx.state();
     let error = match decode(&frame) {

@@ -25,15 +25,14 @@
 //! ```
 //! use std::time::Duration;
 //!
-//! use bytes::Bytes;
-//! use chitchat_core::{Addr, CloseReason, Event, ReadContext};
+//! use chitchat_core::{Addr, CloseReason, Event, Frame, ReadContext};
 //! use chitchat_testkit::Network;
 //! use chitchat_tokio::{Client, Server};
 //! use futures::StreamExt;
 //! use tokio::time::Instant;
 //!
 //! /// The handler under test.
-//! fn pong(ctx: &mut dyn ReadContext<()>, frame: Bytes) {
+//! fn pong(ctx: &mut dyn ReadContext<()>, frame: Frame<'_>) {
 //!     if frame == "ping" {
 //!         let _ = ctx.reply(b"pong");
 //!     }
@@ -56,7 +55,7 @@
 //!     let (tx, mut replies) = tokio::sync::mpsc::unbounded_channel();
 //!     let client = Client::with_state(server.local_addr(), tx)
 //!         .on_frame(|ctx, frame| {
-//!             let _ = ctx.state().send(frame);
+//!             let _ = ctx.state().send(frame.into_bytes());
 //!         })
 //!         .connect_with(&client_host)
 //!         .await?;

@@ -35,7 +35,7 @@ async fn scenario(seed: u64) -> Vec<TraceEntry> {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             let client = Client::with_state(addr, tx)
                 .on_frame(|ctx: &mut dyn ReadContext<_>, frame| {
-                    let _ = ctx.state().send(frame);
+                    let _ = ctx.state().send(frame.into_bytes());
                 })
                 .connect_with(&host)
                 .await

@@ -208,7 +208,7 @@ async fn client_of_a_silent_server_times_out_as_configured() {
     let (tx, mut inbox) = unbounded_channel::<Bytes>();
     let client = Client::with_state(addr, tx)
         .on_frame(|ctx: &mut dyn ReadContext<UnboundedSender<Bytes>>, frame| {
-            let _ = ctx.state().send(frame);
+            let _ = ctx.state().send(frame.into_bytes());
         })
         .idle_timeout(secs(2))
         .connect_with(&client_host)
@@ -269,7 +269,7 @@ async fn client_of_a_server_closing_mid_frame_reports_a_typed_error() {
         let (tx, mut inbox) = unbounded_channel::<Bytes>();
         let client = Client::with_state(addr, tx)
             .on_frame(|ctx: &mut dyn ReadContext<UnboundedSender<Bytes>>, frame| {
-                let _ = ctx.state().send(frame);
+                let _ = ctx.state().send(frame.into_bytes());
             })
             .connect_with(&client_host)
             .await
@@ -382,7 +382,7 @@ async fn echo_under_partitions_resets_and_chunking_delivers_exactly_once_in_orde
             .unwrap()
             .entry(ctx.peer_addr())
             .or_default()
-            .push(frame.clone());
+            .push(Bytes::copy_from_slice(&frame));
         let _ = ctx.reply(&frame);
     })
     .idle_timeout(secs(3))
@@ -400,7 +400,7 @@ async fn echo_under_partitions_resets_and_chunking_delivers_exactly_once_in_orde
             let (tx, inbox) = unbounded_channel::<Bytes>();
             let client = Client::with_state(addr, tx)
                 .on_frame(|ctx: &mut dyn ReadContext<UnboundedSender<Bytes>>, frame| {
-                    let _ = ctx.state().send(frame);
+                    let _ = ctx.state().send(frame.into_bytes());
                 })
                 .connect_with(&host)
                 .await
@@ -711,7 +711,7 @@ fn chaos_run(seed: u64) -> Result<Vec<TraceEntry>, String> {
         let (tx, mut inbox) = unbounded_channel::<Bytes>();
         let client = Client::with_state(server.local_addr(), tx)
             .on_frame(|ctx: &mut dyn ReadContext<UnboundedSender<Bytes>>, frame| {
-                let _ = ctx.state().send(frame);
+                let _ = ctx.state().send(frame.into_bytes());
             })
             .connect_with(&connector)
             .await

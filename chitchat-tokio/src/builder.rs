@@ -9,7 +9,10 @@ macro_rules! conn_setters {
         /// Sets the handler to a closure called with every frame.
         pub fn on_frame<F>(mut self, handler: F) -> Self
         where
-            F: Fn(&mut dyn chitchat_core::ReadContext<S>, bytes::Bytes) + Send + Sync + 'static,
+            F: Fn(&mut dyn chitchat_core::ReadContext<S>, chitchat_core::Frame<'_>)
+                + Send
+                + Sync
+                + 'static,
         {
             self.handler = std::sync::Arc::new(handler);
             self

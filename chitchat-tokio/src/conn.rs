@@ -19,10 +19,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use chitchat_core::{
-    Addr, CloseEvent, CloseReason, ConnConfig, ConnError, ConnStats, Connection, FrameError,
-    Framer, Handler, OversizePolicy, ReadContext, WriteError,
+    Addr, CloseEvent, CloseReason, ConnConfig, ConnError, ConnStats, Connection, Frame, FrameError,
+    FrameExtent, Framer, Handler, OversizePolicy, ReadContext, WriteError,
 };
 use tokio::time::{sleep_until, Instant, Sleep};
 
@@ -380,8 +380,8 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
 
     fn decode_frames(&mut self) {
         while self.delivering() {
-            match self.framer.decode(&mut self.read_buf) {
-                Ok(Some(frame)) => self.deliver(frame),
+            match self.framer.find_frame(&mut self.read_buf) {
+                Ok(Some(extent)) => self.deliver(extent),
                 Ok(None) => return,
                 Err(err) => self.on_frame_error(err),
             }
@@ -392,8 +392,8 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
 
     fn on_eof(&mut self) {
         while self.delivering() {
-            match self.framer.decode_eof(&mut self.read_buf) {
-                Ok(Some(frame)) => self.deliver(frame),
+            match self.framer.find_frame_eof(&mut self.read_buf) {
+                Ok(Some(extent)) => self.deliver(extent),
                 Ok(None) => break,
                 Err(err) => self.on_frame_error(err),
             }
@@ -422,9 +422,12 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         }
     }
 
-    fn deliver(&mut self, frame: Bytes) {
+    /// Calls the handler with the frame lent in place; it stays in the read buffer
+    /// unless the handler takes it, and is skipped afterwards.
+    fn deliver(&mut self, extent: FrameExtent) {
         self.stats.frames_in += 1;
         let mut request = None;
+        let unread = self.read_buf.len();
         let outcome = {
             // Field-by-field borrows: the handler gets the output buffer itself.
             let mut ctx = Ctx {
@@ -438,8 +441,13 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
                 state: &*self.params.state,
             };
             let handler = &self.params.handler;
+            let frame = Frame::new(&mut self.read_buf, extent);
             catch_unwind(AssertUnwindSafe(|| handler.on_frame(&mut ctx, frame)))
         };
+        // A handler that kept the frame (`Frame::into_bytes`) took it out already.
+        if self.read_buf.len() == unread {
+            self.read_buf.advance(extent.wire_len);
+        }
         if let Err(panic) = outcome {
             let message = panic_message(panic.as_ref());
             report::error(

@@ -19,8 +19,7 @@
 //! An echo server and a client that talks to it:
 //!
 //! ```
-//! use bytes::Bytes;
-//! use chitchat_core::{Addr, ReadContext};
+//! use chitchat_core::{Addr, Frame, ReadContext};
 //! use chitchat_tokio::{Client, Server};
 //! use std::sync::Mutex;
 //!
@@ -35,8 +34,8 @@
 //!
 //! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
 //! let client = Client::with_state(server.local_addr(), Mutex::new(tx))
-//!     .on_frame(|ctx: &mut dyn ReadContext<_>, frame: Bytes| {
-//!         let _ = ctx.state().lock().unwrap().send(frame);
+//!     .on_frame(|ctx: &mut dyn ReadContext<_>, frame: Frame<'_>| {
+//!         let _ = ctx.state().lock().unwrap().send(frame.into_bytes());
 //!     })
 //!     .connect()
 //!     .await?;

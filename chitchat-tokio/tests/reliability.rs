@@ -1060,7 +1060,7 @@ fn garbage_over_tcp_is_delivered_exactly_as_the_reference_split() {
             .max_frame_len(LIMIT)
             .oversize(OversizePolicy::SkipFrame)
             .on_frame(move |_ctx: &mut dyn ReadContext<()>, frame| {
-                sink.lock().unwrap().push(frame);
+                sink.lock().unwrap().push(frame.into_bytes());
             })
             .listen()
             .await
@@ -1153,7 +1153,7 @@ async fn forwarding_client(
 ) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let builder = Client::with_state(Addr::from(addr), tx).on_frame(|ctx, frame| {
-        let _ = ctx.state().send(frame);
+        let _ = ctx.state().send(frame.into_bytes());
     });
     let client = configure(builder).connect().await.expect("connect");
     (client, rx)

@@ -33,7 +33,7 @@ async fn thousand_clients_hundred_frames_each_echo_exactly_in_order() {
             let (tx, mut rx) = unbounded_channel::<Bytes>();
             let client = Client::with_state(addr, tx)
                 .on_frame(|ctx: &mut dyn ReadContext<UnboundedSender<Bytes>>, frame| {
-                    let _ = ctx.state().send(frame);
+                    let _ = ctx.state().send(frame.into_bytes());
                 })
                 .connect()
                 .await

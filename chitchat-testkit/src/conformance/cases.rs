@@ -60,7 +60,7 @@ async fn client<H: Harness>(
 ) -> (Client<UnboundedSender<Bytes>>, Inbox) {
     let (tx, rx) = unbounded_channel();
     let builder = Client::with_state(addr, tx).on_frame(|ctx, frame| {
-        let _ = ctx.state().send(frame);
+        let _ = ctx.state().send(frame.into_bytes());
     });
     let client = configure(builder)
         .connect_with(h.connector())

@@ -15,7 +15,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::Bytes;
 use chitchat_core::{
     Addr, CloseReason, Delimiter, EventStream, UnixAddr, WriteError, DEFAULT_MAX_FRAME_LEN,
     DEFAULT_MAX_OUTBOUND,
@@ -195,7 +194,7 @@ async fn send(client: &Client, payload: &[u8]) -> anyhow::Result<bool> {
 }
 
 /// Prints a frame from the server: as a line, or in EOF mode as it came.
-fn print_frame(frame: &Bytes, eof_mode: bool) {
+fn print_frame(frame: &[u8], eof_mode: bool) {
     let mut stdout = std::io::stdout().lock();
     // A closed stdout (`| head -1`) only means nobody wants the rest.
     let _ = stdout.write_all(frame);
