@@ -334,6 +334,36 @@ impl Framer {
         Ok(())
     }
 
+    /// [`encode`](Self::encode) for a payload cut from a frame this framer found (an
+    /// echo, or part of a frame): such bytes hold no delimiter and fit the limit, so
+    /// only the trailing-`'\r'` check is left, and the payload is not searched again.
+    /// Given other bytes it may write what the peer splits; `encode` is the default.
+    ///
+    /// # Errors
+    /// [`EncodeError::TrailingCarriageReturn`] as in `encode`.
+    #[inline]
+    pub fn encode_from_frame(&self, payload: &[u8], dst: &mut BytesMut) -> Result<(), EncodeError> {
+        debug_assert!(
+            !matches!(
+                self.check_payload(payload),
+                Err(EncodeError::TooLong { .. } | EncodeError::ContainsDelimiter { .. })
+            ),
+            "not bytes of a frame"
+        );
+        match self.config.delimiter {
+            Delimiter::Byte(delimiter) => {
+                if delimiter == b'\n' && payload.last() == Some(&b'\r') {
+                    return Err(EncodeError::TrailingCarriageReturn);
+                }
+                dst.reserve(payload.len() + 1);
+                dst.extend_from_slice(payload);
+                dst.put_u8(delimiter);
+            }
+            Delimiter::Eof => dst.extend_from_slice(payload),
+        }
+        Ok(())
+    }
+
     /// The checks of [`encode`](Self::encode), without writing: for callers that
     /// must know a payload is acceptable before committing to send it.
     ///
@@ -374,6 +404,22 @@ mod tests {
     }
 
     /// Every result of feeding `input` at once then hitting EOF.
+    #[test]
+    fn encode_from_frame_checks_only_the_trailing_cr() {
+        let lf = lines();
+        let mut out = BytesMut::new();
+        lf.encode_from_frame(b"ab", &mut out).unwrap();
+        lf.encode_from_frame(b"", &mut out).unwrap();
+        assert_eq!(
+            lf.encode_from_frame(b"a\r", &mut out),
+            Err(EncodeError::TrailingCarriageReturn)
+        );
+        assert_eq!(&out[..], b"ab\n\n");
+        let eof = framer(Delimiter::Eof, 64);
+        eof.encode_from_frame(b"a\r", &mut out).unwrap();
+        assert_eq!(&out[..], b"ab\n\na\r");
+    }
+
     fn split_all(framer: &mut Framer, input: &[u8]) -> Vec<Result<Bytes, FrameError>> {
         let mut buf = BytesMut::from(input);
         let mut out = Vec::new();

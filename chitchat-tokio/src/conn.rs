@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::io;
+use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -429,8 +430,10 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         let mut request = None;
         let unread = self.read_buf.len();
         let outcome = {
+            let frame = Frame::new(&mut self.read_buf, extent);
             // Field-by-field borrows: the handler gets the output buffer itself.
             let mut ctx = Ctx {
+                frame: frame.as_ptr_range(),
                 shared: &self.shared,
                 framer: &self.framer,
                 out: &mut self.out,
@@ -441,7 +444,6 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
                 state: &*self.params.state,
             };
             let handler = &self.params.handler;
-            let frame = Frame::new(&mut self.read_buf, extent);
             catch_unwind(AssertUnwindSafe(|| handler.on_frame(&mut ctx, frame)))
         };
         // A handler that kept the frame (`Frame::into_bytes`) took it out already.
@@ -672,6 +674,10 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// The [`ReadContext`] handed to the handler: replies go straight into the task's
 /// output buffer, no channel, no allocation.
 struct Ctx<'a, S> {
+    /// Where the frame being handled lies. Nothing can write there while the
+    /// handler runs, so a reply from inside it (an echo) is known to hold no
+    /// delimiter and is not searched again.
+    frame: Range<*const u8>,
     shared: &'a ConnHandle,
     framer: &'a Framer,
     out: &'a mut BytesMut,
@@ -700,9 +706,14 @@ impl<S> ReadContext<S> for Ctx<'_, S> {
         // Encode first (one pass over the payload checks and copies it), then
         // take it back out if it does not fit.
         let before = self.out.len();
-        self.framer
-            .encode(payload, self.out)
-            .map_err(|source| WriteError::Encode { peer, source })?;
+        let from_frame =
+            self.frame.start <= payload.as_ptr() && payload.as_ptr_range().end <= self.frame.end;
+        if from_frame {
+            self.framer.encode_from_frame(payload, self.out)
+        } else {
+            self.framer.encode(payload, self.out)
+        }
+        .map_err(|source| WriteError::Encode { peer, source })?;
         let limit = self.shared.max_outbound();
         let queued = self.shared.queued() + *self.unpublished;
         if queued > 0 && queued + (self.out.len() - before) > limit {

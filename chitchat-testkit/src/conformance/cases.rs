@@ -148,6 +148,44 @@ pub async fn crlf_is_stripped<H: Harness>(h: &H) {
     server.cut().await;
 }
 
+/// Replies are checked like any write whatever they are made of: a part of the
+/// frame goes out as it is, bytes from elsewhere that hold the delimiter are
+/// refused, and a part ending in `'\r'` is refused (the peer would strip it).
+pub async fn replies_are_checked_wherever_they_come_from<H: Harness>(h: &H) {
+    let server = serve(
+        h,
+        Server::builder(h.server_addr()).on_frame(|ctx, frame| {
+            let outcomes = [
+                ctx.reply(&frame[1..]),
+                ctx.reply(b"x\ny"),
+                ctx.reply(&frame[..2]),
+            ];
+            let verdict: Vec<String> = outcomes
+                .iter()
+                .map(|outcome| match outcome {
+                    Ok(()) => "ok".to_owned(),
+                    Err(WriteError::Encode {
+                        source: EncodeError::ContainsDelimiter { offset },
+                        ..
+                    }) => format!("delimiter@{offset}"),
+                    Err(WriteError::Encode {
+                        source: EncodeError::TrailingCarriageReturn,
+                        ..
+                    }) => "cr".to_owned(),
+                    Err(other) => format!("{other}"),
+                })
+                .collect();
+            let _ = ctx.reply(verdict.join(",").as_bytes());
+        }),
+    )
+    .await;
+    let mut peer = raw(h, server.local_addr()).await;
+    peer.write_all(b"a\rbc\n").await.unwrap();
+    assert_eq!(read_frame(&mut peer).await, "\rbc");
+    assert_eq!(read_frame(&mut peer).await, "ok,delimiter@1,cr");
+    server.cut().await;
+}
+
 /// Empty frames are frames.
 pub async fn empty_frames_are_delivered<H: Harness>(h: &H) {
     let count = Arc::new(AtomicUsize::new(0));

@@ -70,6 +70,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@cases [$harness] [$attr]
             echo_round_trip
             crlf_is_stripped
+            replies_are_checked_wherever_they_come_from
             empty_frames_are_delivered
             custom_delimiter
             eof_mode_echoes_whole_message
