@@ -3,14 +3,19 @@
 //! time, against tokio-util's `AnyDelimiterCodec` and `LinesCodec` splitting the
 //! same bytes as the in-run baseline.
 //!
+//! The framer runs two ways: `framer` is the engine's path (`find_frame`, the frame
+//! lent to the handler as a [`Frame`], then skipped), `framer_decode` is `decode`,
+//! which hands out each frame as its own `Bytes` as the codecs do (and as
+//! `FrameCodec` does for `Framed`).
+//!
 //! Run: `cargo bench -p chitchat-tokio --bench framer` (add `-- --quick` for a fast
 //! pass). Throughput is in input bytes, so per-byte costs compare across read sizes.
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use chitchat_core::{Delimiter, FrameConfig, Framer};
+use bytes::{Buf, BytesMut};
+use chitchat_core::{Delimiter, Frame, FrameConfig, Framer};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tokio_util::codec::{AnyDelimiterCodec, Decoder, LinesCodec};
 
@@ -33,11 +38,40 @@ trait Splitter {
     fn next_len(&mut self, buf: &mut BytesMut) -> Option<usize>;
 }
 
+/// The engine's path: locate, lend, skip.
+struct InPlace(Framer);
+
+impl Splitter for InPlace {
+    fn next_len(&mut self, buf: &mut BytesMut) -> Option<usize> {
+        let extent = self.0.find_frame(buf).expect("valid stream")?;
+        let len = black_box(Frame::new(buf, extent)).len();
+        buf.advance(extent.wire_len);
+        Some(len)
+    }
+}
+
 impl Splitter for Framer {
     fn next_len(&mut self, buf: &mut BytesMut) -> Option<usize> {
         self.decode(buf)
             .expect("valid stream")
             .map(|frame| frame.len())
+    }
+}
+
+/// No splitting at all: what appending the input to the buffer costs by itself,
+/// the floor under every splitter's time when fed 1 byte per call.
+struct Floor;
+
+impl Splitter for Floor {
+    fn next_len(&mut self, buf: &mut BytesMut) -> Option<usize> {
+        // Drop the bytes as they come, so the buffer stays as small as a framer's.
+        if buf.len() == black_box(usize::MAX) {
+            return Some(0);
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.clear();
+        }
+        None
     }
 }
 
@@ -107,8 +141,13 @@ fn compare(
 ) {
     group.throughput(Throughput::Bytes(input.len() as u64));
     group.bench_with_input(BenchmarkId::new("framer", param), input, |b, input| {
-        b.iter(|| feed(&mut framer(), input, read_size))
+        b.iter(|| feed(&mut InPlace(framer()), input, read_size))
     });
+    group.bench_with_input(
+        BenchmarkId::new("framer_decode", param),
+        input,
+        |b, input| b.iter(|| feed(&mut framer(), input, read_size)),
+    );
     group.bench_with_input(
         BenchmarkId::new("any_delimiter", param),
         input,
@@ -150,6 +189,9 @@ fn single_large_frame(c: &mut Criterion) {
     for (label, read_size) in [("whole", usize::MAX), ("reads_1500", 1500), ("reads_1", 1)] {
         compare(&mut group, label, &input, read_size);
     }
+    group.bench_with_input(BenchmarkId::new("floor", "reads_1"), &input, |b, input| {
+        b.iter(|| feed(&mut Floor, input, 1))
+    });
     group.finish();
 }
 
