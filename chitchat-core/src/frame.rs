@@ -174,7 +174,15 @@ impl Framer {
         let Delimiter::Byte(delimiter) = self.config.delimiter else {
             return self.check_eof_frame_len(buf);
         };
-        let Some(found) = memchr::memchr(delimiter, &buf[self.scanned..]) else {
+        let unscanned = &buf[self.scanned..];
+        // A few new bytes (input trickling in) are quicker to look at one by one
+        // than through memchr's call and dispatch.
+        let found = if unscanned.len() < 8 {
+            unscanned.iter().position(|&byte| byte == delimiter)
+        } else {
+            memchr::memchr(delimiter, unscanned)
+        };
+        let Some(found) = found else {
             return self.wait_for_delimiter(buf);
         };
         let end = self.scanned + found;

@@ -1,6 +1,8 @@
 //! Fuzz target for chitchat-core's `Framer`: any bytes, cut into any chunks, must
 //! split exactly as the same bytes fed at once, and as an independent reference
-//! split written from the framer's documented contract; nothing may panic.
+//! split written from the framer's documented contract, whether frames are taken
+//! with `decode` or located in place with `find_frame` (the engine's path, each
+//! frame lent as a `Frame`, then kept or skipped); nothing may panic.
 //!
 //! Input layout (all of it chosen by the fuzzer):
 //! - byte 0: the delimiter (`0xFF` picks EOF mode, any other value is that byte);
@@ -10,8 +12,8 @@
 //! - the rest: the stream.
 #![no_main]
 
-use bytes::{Bytes, BytesMut};
-use chitchat_core::{Delimiter, FrameConfig, FrameError, Framer};
+use bytes::{Buf, Bytes, BytesMut};
+use chitchat_core::{Delimiter, Frame, FrameConfig, FrameError, FrameExtent, Framer};
 use libfuzzer_sys::fuzz_target;
 
 /// One outcome of splitting, in stream order.
@@ -48,6 +50,44 @@ fn split<'a>(config: FrameConfig, chunks: impl Iterator<Item = &'a [u8]>) -> Vec
         );
     }
     while push(&mut out, framer.decode_eof(&mut buf)) {}
+    assert!(buf.is_empty(), "bytes left after EOF");
+    out
+}
+
+/// [`split`] the engine's way: frames located in place and lent; every other one
+/// is kept (`into_bytes`), the rest copied and skipped.
+fn split_in_place<'a>(config: FrameConfig, chunks: impl Iterator<Item = &'a [u8]>) -> Vec<Out> {
+    let mut framer = Framer::new(config);
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    let take = |buf: &mut BytesMut,
+                result: Result<Option<FrameExtent>, FrameError>,
+                out: &mut Vec<Out>| {
+        let extent = match result {
+            Ok(Some(extent)) => extent,
+            Ok(None) => return false,
+            Err(err) => return push(out, Err(err)),
+        };
+        let frame = Frame::new(buf, extent);
+        if out.len() % 2 == 0 {
+            out.push(Out::Frame(frame.into_bytes()));
+        } else {
+            out.push(Out::Frame(Bytes::copy_from_slice(&frame)));
+            buf.advance(extent.wire_len);
+        }
+        true
+    };
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        while {
+            let found = framer.find_frame(&mut buf);
+            take(&mut buf, found, &mut out)
+        } {}
+    }
+    while {
+        let found = framer.find_frame_eof(&mut buf);
+        take(&mut buf, found, &mut out)
+    } {}
     assert!(buf.is_empty(), "bytes left after EOF");
     out
 }
@@ -112,8 +152,10 @@ fuzz_target!(|data: &[u8]| {
         at = end;
         i += 1;
     }
-    let chunked = split(config, chunks.into_iter());
+    let chunked = split(config, chunks.iter().copied());
     assert_eq!(whole, chunked, "chunking changed the split");
+    let in_place = split_in_place(config, chunks.into_iter());
+    assert_eq!(whole, in_place, "the in-place path differs from decode");
     assert_eq!(
         whole,
         reference(config, stream),
