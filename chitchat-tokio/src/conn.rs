@@ -699,9 +699,10 @@ impl<S> ReadContext<S> for Ctx<'_, S> {
     }
 
     fn reply(&mut self, payload: &[u8]) -> Result<(), WriteError> {
-        let peer = self.shared.peer;
+        // The peer's address (96 bytes) is copied only into an error.
+        let shared = self.shared;
         if !self.writable || self.request.is_some() {
-            return Err(WriteError::Closed { peer });
+            return Err(WriteError::Closed { peer: shared.peer });
         }
         // Encode first (one pass over the payload checks and copies it), then
         // take it back out if it does not fit.
@@ -713,16 +714,17 @@ impl<S> ReadContext<S> for Ctx<'_, S> {
         } else {
             self.framer.encode(payload, self.out)
         }
-        .map_err(|source| WriteError::Encode { peer, source })?;
-        let limit = self.shared.max_outbound();
-        let queued = self.shared.queued() + *self.unpublished;
+        .map_err(|source| WriteError::Encode {
+            peer: shared.peer,
+            source,
+        })?;
+        let limit = shared.max_outbound();
+        let queued = shared.queued() + *self.unpublished;
         if queued > 0 && queued + (self.out.len() - before) > limit {
             self.out.truncate(before);
-            if self.shared.drops_when_full() {
-                report::error(
-                    self.shared.events(),
-                    ConnError::OutboundFull { peer, limit },
-                );
+            let peer = shared.peer;
+            if shared.drops_when_full() {
+                report::error(shared.events(), ConnError::OutboundFull { peer, limit });
                 *self.request = Some(Request::Abort(CloseReason::WriteStalled));
             }
             return Err(WriteError::OutboundFull { peer, limit });
