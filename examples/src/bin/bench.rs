@@ -12,7 +12,9 @@
 //! 2. for each scenario, for each repetition, runs every server in turn (the order
 //!    rotates each repetition), pinned with `taskset` to core 0 and `loadgen` to
 //!    core 1 (or both to core 0 for the same-core scenario, or on a one-core
-//!    machine), and keeps the median of the repetitions;
+//!    machine), and keeps the median of the repetitions (ratios: the median of the
+//!    ratios within each repetition, so the machine's drift between repetitions
+//!    cancels);
 //! 3. runs `iperf3` over loopback with the same pinning, if it is installed;
 //! 4. runs the criterion framer bench (`chitchat-tokio/benches/framer.rs`, first,
 //!    so that a build failure shows early) and reads its estimates;
@@ -806,11 +808,22 @@ impl Results<'_> {
             .count()
     }
 
+    /// `echo_server` over `baseline`, taken repetition by repetition, median. A
+    /// repetition runs every server within a minute or two, so the machine's slow
+    /// drift (other tenants; the 16 KiB scenario moves by 2x between minutes)
+    /// cancels, which a ratio of the two medians would not do.
     fn ratio(&self, scenario: &str, field: &str, baseline: &str) -> Option<f64> {
-        Some(
-            self.median(scenario, "echo_server", field)?
-                / self.median(scenario, baseline, field)?,
-        )
+        let value = |server: &str, rep: usize| {
+            self.runs
+                .iter()
+                .find(|r| r.scenario == scenario && r.server == server && r.rep == rep)
+                .filter(|r| r.failure.is_none())
+                .and_then(|r| r.value(field))
+        };
+        let ratios: Vec<f64> = (0..self.plan.reps)
+            .filter_map(|rep| Some(value("echo_server", rep)? / value(baseline, rep)?))
+            .collect();
+        median(&ratios)
     }
 
     fn runs_json(&self) -> String {
@@ -857,7 +870,8 @@ impl Results<'_> {
              loadgen runs one thread.\n- Load average (1, 5, 15 min) before: `{}`, after: \
              `{}` (other work shares this machine).\n- Each figure is the median of {} \
              runs of {} s after {} s of warm-up; the servers take turns, in an order that \
-             rotates every repetition. Every echoed byte was checked: {} mismatches, {} \
+             rotates every repetition. Ratios (÷ columns, targets) are the median of the \
+             ratios within each repetition. Every echoed byte was checked: {} mismatches, {} \
              connection errors, {} failed runs in total.\n",
             m.cores,
             m.cpu,
@@ -1119,10 +1133,11 @@ impl Results<'_> {
         md
     }
 
-    fn total(&self, field: &str) -> f64 {
+    /// A count summed over every run (mismatches, errors).
+    fn total(&self, field: &str) -> u64 {
         self.runs
             .iter()
-            .filter_map(|r| r.result.as_ref()?.get(field)?.as_f64())
+            .filter_map(|r| r.result.as_ref()?.get(field)?.as_u64())
             .sum()
     }
 
