@@ -6,150 +6,22 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
-/// Bound on every wait: far above what any step takes, even on a loaded machine.
-const TIMEOUT: Duration = Duration::from_secs(10);
+mod common;
+
+use common::{Proc, TIMEOUT};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_echo_server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_echo_client");
-
-/// A running binary with its output collected in the background; killed on drop.
-struct Proc {
-    child: Child,
-    stdout: Arc<Mutex<Vec<u8>>>,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    /// The threads copying stdout and stderr; they end when the child exits.
-    collectors: Vec<JoinHandle<()>>,
-}
-
-impl Proc {
-    /// Starts `bin` with `args`, feeding it `stdin` (then closing it) if given.
-    fn spawn(bin: &str, args: &[&str], stdin: Option<&[u8]>) -> Proc {
-        let mut child = Command::new(bin)
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {bin}: {err}"));
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().unwrap();
-            let input = input.to_vec();
-            // The child may exit without reading it all: a write error is fine.
-            thread::spawn(move || pipe.write_all(&input));
-        }
-        let (stdout, out_thread) = collect(child.stdout.take().unwrap());
-        let (stderr, err_thread) = collect(child.stderr.take().unwrap());
-        Proc {
-            child,
-            stdout,
-            stderr,
-            collectors: vec![out_thread, err_thread],
-        }
-    }
-
-    fn stdout(&self) -> Vec<u8> {
-        self.stdout.lock().unwrap().clone()
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
-    }
-
-    /// Waits until stderr contains `needle`; returns all of stderr.
-    fn wait_stderr(&self, needle: &str) -> String {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let stderr = self.stderr();
-            if stderr.contains(needle) {
-                return stderr;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} on stderr within {TIMEOUT:?}; stderr: {stderr}"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Waits for the exit; returns the status once stdout and stderr are complete.
-    fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // The pipes closed at the exit: the copies end with all the output.
-                for collector in self.collectors.drain(..) {
-                    collector.join().unwrap();
-                }
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running after {TIMEOUT:?}; stderr: {}",
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill failed");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Copies everything `pipe` yields into a shared buffer, on a thread.
-fn collect(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, JoinHandle<()>) {
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let sink = buf.clone();
-    let thread = thread::spawn(move || {
-        let mut chunk = [0; 4096];
-        while let Ok(n @ 1..) = pipe.read(&mut chunk) {
-            sink.lock().unwrap().extend_from_slice(&chunk[..n]);
-        }
-    });
-    (buf, thread)
-}
 
 /// Starts `echo_server --listen 127.0.0.1:0 ARGS` and parses its first line.
 fn start_server(args: &[&str]) -> (Proc, SocketAddr) {
     let mut all = vec!["--listen", "127.0.0.1:0"];
     all.extend_from_slice(args);
     let server = Proc::spawn(SERVER, &all, None);
-    let deadline = Instant::now() + TIMEOUT;
-    let first_line = loop {
-        let stdout = server.stdout();
-        if let Some(end) = stdout.iter().position(|&b| b == b'\n') {
-            break String::from_utf8(stdout[..end].to_vec()).unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no first line within {TIMEOUT:?}; stderr: {}",
-            server.stderr()
-        );
-        thread::sleep(Duration::from_millis(10));
-    };
-    let addr = first_line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first_line:?}"))
-        .parse()
-        .unwrap();
+    let addr = server.listening();
     (server, addr)
 }
 
@@ -286,7 +158,7 @@ fn sigint_shuts_down_gracefully_with_exit_code_0() {
     // The server closes its side; we close ours and it is done.
     assert_eq!(read_until_closed(&mut stream), b"");
     drop(stream);
-    let status = server.wait_exit();
+    let status = server.wait_exit(TIMEOUT);
     assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
     let stderr = server.stderr();
     assert!(
@@ -301,7 +173,7 @@ fn sigint_shuts_down_gracefully_with_exit_code_0() {
 fn sigterm_shuts_down_with_exit_code_0() {
     let (mut server, _addr) = start_server(&[]);
     server.signal(libc::SIGTERM);
-    let status = server.wait_exit();
+    let status = server.wait_exit(TIMEOUT);
     assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
     assert!(server.stderr().contains("shut down on SIGTERM"));
 }
@@ -311,7 +183,7 @@ fn server_bind_error_names_the_address() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let mut server = Proc::spawn(SERVER, &["--listen", &addr], None);
-    let status = server.wait_exit();
+    let status = server.wait_exit(TIMEOUT);
     assert_eq!(status.code(), Some(1));
     let stderr = server.stderr();
     assert!(
@@ -324,7 +196,7 @@ fn server_bind_error_names_the_address() {
 #[test]
 fn bad_delimiter_is_a_usage_error() {
     let mut server = Proc::spawn(SERVER, &["--delim", "ab"], None);
-    assert_eq!(server.wait_exit().code(), Some(2));
+    assert_eq!(server.wait_exit(TIMEOUT).code(), Some(2));
     assert!(server.stderr().contains("--delim"));
 }
 
@@ -337,7 +209,7 @@ fn client_sends_stdin_lines_and_prints_replies() {
         &["--connect", &addr],
         Some(b"one\r\ntwo\n\nlast without newline"),
     );
-    let status = client.wait_exit();
+    let status = client.wait_exit(TIMEOUT);
     assert_eq!(status.code(), Some(0), "stderr: {}", client.stderr());
     assert_eq!(
         String::from_utf8_lossy(&client.stdout()),
@@ -355,7 +227,7 @@ fn client_in_eof_mode_sends_stdin_as_one_message() {
         &["--connect", &addr, "--delim", "eof"],
         Some(message),
     );
-    let status = client.wait_exit();
+    let status = client.wait_exit(TIMEOUT);
     assert_eq!(status.code(), Some(0), "stderr: {}", client.stderr());
     assert_eq!(client.stdout(), message);
 }
@@ -375,7 +247,7 @@ fn client_and_server_carry_a_message_larger_than_their_queues_in_eof_mode() {
         "1000000",
     ];
     let mut client = Proc::spawn(CLIENT, &args, Some(&message));
-    let status = client.wait_exit();
+    let status = client.wait_exit(TIMEOUT);
     assert_eq!(status.code(), Some(0), "stderr: {}", client.stderr());
     assert!(client.stdout() == message, "the echo differs");
 }
@@ -389,7 +261,7 @@ fn client_refuses_a_line_holding_the_delimiter() {
         &["--connect", &addr, "--delim", ";"],
         Some(b"a;b\n"),
     );
-    assert_eq!(client.wait_exit().code(), Some(1));
+    assert_eq!(client.wait_exit(TIMEOUT).code(), Some(1));
     let stderr = client.stderr();
     assert!(
         stderr.starts_with(&format!("error: cannot send to {addr}: ")),
@@ -401,7 +273,7 @@ fn client_refuses_a_line_holding_the_delimiter() {
 fn client_reports_a_refused_connection_with_the_address() {
     let addr = closed_port().to_string();
     let mut client = Proc::spawn(CLIENT, &["--connect", &addr], Some(b"hello\n"));
-    let status = client.wait_exit();
+    let status = client.wait_exit(TIMEOUT);
     assert_eq!(status.code(), Some(1));
     let stderr = client.stderr();
     assert_eq!(stderr, format!("error: connection to {addr} refused\n"));
@@ -430,11 +302,21 @@ fn serves_and_connects_over_a_unix_socket() {
     drop(stream);
 
     let mut client = Proc::spawn(CLIENT, &["--unix", &path_text], Some(b"a\nb\n"));
-    assert_eq!(client.wait_exit().code(), Some(0), "{}", client.stderr());
+    assert_eq!(
+        client.wait_exit(TIMEOUT).code(),
+        Some(0),
+        "{}",
+        client.stderr()
+    );
     assert_eq!(String::from_utf8_lossy(&client.stdout()), "a\nb\n");
 
     server.signal(libc::SIGINT);
-    assert_eq!(server.wait_exit().code(), Some(0), "{}", server.stderr());
+    assert_eq!(
+        server.wait_exit(TIMEOUT).code(),
+        Some(0),
+        "{}",
+        server.stderr()
+    );
     assert!(!path.exists(), "the socket file is removed at shutdown");
 }
 
@@ -463,7 +345,12 @@ fn serves_and_connects_over_tls() {
         ],
         Some(b"secret\r\nmore\n"),
     );
-    assert_eq!(client.wait_exit().code(), Some(0), "{}", client.stderr());
+    assert_eq!(
+        client.wait_exit(TIMEOUT).code(),
+        Some(0),
+        "{}",
+        client.stderr()
+    );
     assert_eq!(String::from_utf8_lossy(&client.stdout()), "secret\nmore\n");
 
     // Plain TCP gets no echo from a TLS server: the bytes are not a handshake.

@@ -3,17 +3,15 @@
 //! wait is bounded, and a child still running when a test ends is killed.
 #![cfg(unix)]
 
-use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
-const HEARTBEAT: &str = env!("CARGO_BIN_EXE_heartbeat");
+mod common;
 
-/// Bound on a wait for something that takes well under a second.
-const TIMEOUT: Duration = Duration::from_secs(10);
+use common::{Proc, TIMEOUT};
+
+const HEARTBEAT: &str = env!("CARGO_BIN_EXE_heartbeat");
 
 /// Short timings for multi-process tests: probe every 200 ms, 150 ms timeout, dead
 /// at the 3rd failure in a row, master lost after 1.5 s without a probe.
@@ -50,39 +48,17 @@ const STATES: [&str; 7] = [
     "master-back",
 ];
 
-/// A running binary with its output collected in the background; killed on drop.
-struct Proc {
-    child: Child,
-    stdout: Arc<Mutex<Vec<u8>>>,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    /// The threads copying stdout and stderr; they end when the child exits.
-    collectors: Vec<JoinHandle<()>>,
-}
-
+/// The `heartbeat` roles and their events, on top of the shared process handle.
 impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(HEARTBEAT)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {HEARTBEAT}: {err}"));
-        let (stdout, out_thread) = collect(child.stdout.take().unwrap());
-        let (stderr, err_thread) = collect(child.stderr.take().unwrap());
-        Proc {
-            child,
-            stdout,
-            stderr,
-            collectors: vec![out_thread, err_thread],
-        }
+    fn spawn_heartbeat(args: &[&str]) -> Proc {
+        Proc::spawn(HEARTBEAT, args, None)
     }
 
     /// `heartbeat master --listen ADDR` with [`TIMING`]; returns its address.
     fn master(listen: &str) -> (Proc, SocketAddr) {
         let mut args = vec!["master", "--listen", listen];
         args.extend(TIMING);
-        let master = Proc::spawn(&args);
+        let master = Proc::spawn_heartbeat(&args);
         let addr = master.listening();
         (master, addr)
     }
@@ -101,26 +77,9 @@ impl Proc {
         ];
         args.extend(TIMING);
         args.extend(extra);
-        let node = Proc::spawn(&args);
+        let node = Proc::spawn_heartbeat(&args);
         node.listening();
         node
-    }
-
-    /// The complete lines of stdout so far.
-    fn lines(&self) -> Vec<String> {
-        let stdout = self.stdout.lock().unwrap();
-        let end = stdout
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
-        String::from_utf8_lossy(&stdout[..end])
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
     }
 
     /// Waits for a line numbered `from` or later that equals `line` up to ` at_ms=`;
@@ -144,78 +103,12 @@ impl Proc {
         }
     }
 
-    /// Parses the first line, `listening on ADDR`.
-    fn listening(&self) -> SocketAddr {
-        let deadline = Instant::now() + TIMEOUT;
-        let first = loop {
-            if let Some(first) = self.lines().into_iter().next() {
-                break first;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no first line within {TIMEOUT:?}; stderr: {}",
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(10));
-        };
-        first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .parse()
-            .unwrap()
-    }
-
-    /// Waits for the exit; returns the status once stdout and stderr are complete.
-    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                for collector in self.collectors.drain(..) {
-                    collector.join().unwrap();
-                }
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running after {within:?}; stderr: {}",
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill failed");
-    }
-
     /// `kill -9`: the process vanishes without a word, its sockets closed by the
     /// kernel. Returns when it is gone.
     fn kill_9(&mut self) {
         self.signal(libc::SIGKILL);
         self.wait_exit(TIMEOUT);
     }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Copies everything `pipe` yields into a shared buffer, on a thread.
-fn collect(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, JoinHandle<()>) {
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let sink = buf.clone();
-    let thread = thread::spawn(move || {
-        let mut chunk = [0; 4096];
-        while let Ok(n @ 1..) = pipe.read(&mut chunk) {
-            sink.lock().unwrap().extend_from_slice(&chunk[..n]);
-        }
-    });
-    (buf, thread)
 }
 
 /// Checks `event node=<id> state=<word> at_ms=<ms>` exactly; returns the three.
@@ -245,7 +138,7 @@ fn fields(line: &str) -> Vec<(&str, &str)> {
 #[test]
 fn demo_runs_alone_and_shows_the_stopped_node_dead_then_back() {
     let started = Instant::now();
-    let mut demo = Proc::spawn(&[]);
+    let mut demo = Proc::spawn_heartbeat(&[]);
     let status = demo.wait_exit(Duration::from_secs(25));
     let took = started.elapsed();
     let lines = demo.lines();
@@ -409,7 +302,7 @@ fn node_leaves_on_sigint_or_at_the_end_of_its_duration_and_master_exits_0_on_sig
 fn master_names_the_address_it_cannot_listen_on() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let mut master = Proc::spawn(&["master", "--listen", &addr]);
+    let mut master = Proc::spawn_heartbeat(&["master", "--listen", &addr]);
     let status = master.wait_exit(TIMEOUT);
     assert_eq!(status.code(), Some(1));
     let stderr = master.stderr();
