@@ -64,11 +64,9 @@ struct Floor;
 
 impl Splitter for Floor {
     fn next_len(&mut self, buf: &mut BytesMut) -> Option<usize> {
-        // Drop the bytes as they come, so the buffer stays as small as a framer's.
-        if buf.len() == black_box(usize::MAX) {
-            return Some(0);
-        }
-        if buf.last() == Some(&b'\n') {
+        // Drop the bytes at each delimiter, so the buffer stays as small as a
+        // framer's.
+        if black_box(buf.last()) == Some(&b'\n') {
             buf.clear();
         }
         None
