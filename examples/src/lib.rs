@@ -11,6 +11,8 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod baseline;
+
 use std::process::ExitCode;
 use std::time::Duration;
 

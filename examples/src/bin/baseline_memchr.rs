@@ -11,12 +11,12 @@
 //! BENCHMARKS.md).
 
 use std::io;
-use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
+use chitchat_examples::baseline::{serve_baseline, BaselineArgs};
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Longest frame accepted, delimiter excluded: chitchat's default limit.
 const MAX_FRAME: usize = 64 * 1024;
@@ -24,34 +24,14 @@ const MAX_FRAME: usize = 64 * 1024;
 /// Read buffer reserved at a time: tokio-util's `Framed` starts with the same.
 const READ_SIZE: usize = 8 * 1024;
 
-/// Echoes every `\n`-terminated frame; all replies of a read go out in one write.
-#[derive(Debug, Parser)]
-struct Args {
-    /// Address to listen on (port 0 picks a free port).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
-    listen: SocketAddr,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let listener = TcpListener::bind(args.listen).await?;
-    println!("listening on {}", listener.local_addr()?);
-    loop {
-        let socket = match listener.accept().await {
-            Ok((socket, _)) => socket,
-            // Out of file descriptors, or a peer that left: pause, keep serving.
-            Err(err) => {
-                eprintln!("error: accept: {err}");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = socket.set_nodelay(true);
-        tokio::spawn(async move {
-            let _ = serve(socket).await;
-        });
-    }
+    let args = BaselineArgs::parse();
+    // Echoes every `\n`-terminated frame; all replies of a read go out in one write.
+    serve_baseline(args.listen, |socket| async move {
+        let _ = serve(socket).await;
+    })
+    .await
 }
 
 async fn serve(mut socket: TcpStream) -> io::Result<()> {
