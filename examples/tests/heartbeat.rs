@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Proc, TIMEOUT};
+use common::{poll_until, Proc, TIMEOUT};
 
 const HEARTBEAT: &str = env!("CARGO_BIN_EXE_heartbeat");
 
@@ -86,21 +86,22 @@ impl Proc {
     /// returns its number. Panics after `within`.
     fn wait_event(&self, from: usize, node: &str, state: &str, within: Duration) -> usize {
         let prefix = format!("event node={node} state={state} at_ms=");
-        let deadline = Instant::now() + within;
-        loop {
-            let lines = self.lines();
-            if let Some(i) = (from..lines.len()).find(|&i| lines[i].starts_with(&prefix)) {
+        poll_until(
+            within,
+            || {
+                let lines = self.lines();
+                let i = (from..lines.len()).find(|&i| lines[i].starts_with(&prefix))?;
                 check_event_line(&lines[i]);
-                return i;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {prefix:?} within {within:?}; stdout:\n{}\nstderr:\n{}",
-                lines.join("\n"),
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+                Some(i)
+            },
+            || {
+                format!(
+                    "no {prefix:?}; stdout:\n{}\nstderr:\n{}",
+                    self.lines().join("\n"),
+                    self.stderr()
+                )
+            },
+        )
     }
 
     /// `kill -9`: the process vanishes without a word, its sockets closed by the

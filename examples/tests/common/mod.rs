@@ -73,39 +73,25 @@ impl Proc {
     }
 
     pub fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+        lossy(&self.stderr)
     }
 
     /// Waits until stderr contains `needle`; returns all of stderr.
     pub fn wait_stderr(&self, needle: &str) -> String {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let stderr = self.stderr();
-            if stderr.contains(needle) {
-                return stderr;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} on stderr within {TIMEOUT:?}; stderr: {stderr}"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        poll_until(
+            TIMEOUT,
+            || Some(self.stderr()).filter(|stderr| stderr.contains(needle)),
+            || format!("no {needle:?} on stderr; stderr: {}", self.stderr()),
+        )
     }
 
     /// Waits for the first line of stdout.
     pub fn first_line(&self) -> String {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(first) = self.lines().into_iter().next() {
-                return first;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no first line within {TIMEOUT:?}; stderr: {}",
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        poll_until(
+            TIMEOUT,
+            || self.lines().into_iter().next(),
+            || format!("no first line; stderr: {}", self.stderr()),
+        )
     }
 
     /// Parses the first line, `listening on ADDR`, as a socket address.
@@ -120,22 +106,18 @@ impl Proc {
 
     /// Waits for the exit; returns the status once stdout and stderr are complete.
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // The pipes closed at the exit: the copies end with all the output.
-                for collector in self.collectors.drain(..) {
-                    collector.join().unwrap();
-                }
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running after {within:?}; stderr: {}",
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(10));
+        let stderr = Arc::clone(&self.stderr);
+        let child = &mut self.child;
+        let status = poll_until(
+            within,
+            || child.try_wait().unwrap(),
+            || format!("still running; stderr: {}", lossy(&stderr)),
+        );
+        // The pipes closed at the exit: the copies end with all the output.
+        for collector in self.collectors.drain(..) {
+            collector.join().unwrap();
         }
+        status
     }
 
     pub fn signal(&self, signal: libc::c_int) {
@@ -150,6 +132,27 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Calls `probe` every 10 ms until it returns something, and returns that; panics
+/// with `failure()` once `within` has passed.
+pub fn poll_until<T>(
+    within: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+    failure: impl Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "after {within:?}: {}", failure());
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn lossy(output: &Mutex<Vec<u8>>) -> String {
+    String::from_utf8_lossy(&output.lock().unwrap()).into_owned()
 }
 
 /// Copies everything `pipe` yields into a shared buffer, on a thread.
