@@ -13,7 +13,7 @@ use tracing::Instrument;
 use crate::conn::{ConnParams, Driver};
 use crate::handle::{CloseRequest, ConnHandle, ConnShared};
 use crate::stats::Counters;
-use crate::tcp::Tcp;
+use crate::transport::Tcp;
 use crate::timeouts::LiveTimeouts;
 
 /// A connected client.

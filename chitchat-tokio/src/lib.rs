@@ -2,18 +2,16 @@
 //! on TCP or any transport that implements chitchat-core's traits.
 //!
 //! # Layout
-//! - [`server`]: [`Server`] and its builder: bind, accept loop, registry of connections.
-//! - [`client`]: [`Client`] and its builder: dial with a timeout, write, close.
+//! - `server`: [`Server`] and its builder: bind, accept loop, registry of connections.
+//! - `client`: [`Client`] and its builder: dial with a timeout, write, close.
 //! - `conn`: the task of one connection, the same for every transport and both sides.
 //! - `handle`: what other tasks can reach of a connection (queue, close request).
 //! - `registry`: the live connections of a server, by peer address.
 //! - `budget`: the server-wide budget for bytes held in unfinished frames.
 //! - `shutdown`: cut and graceful drain.
-//! - [`tcp`]: the TCP transport.
-//! - [`unix`]: the Unix domain socket transport.
-//! - `tls` (feature `tls`): TLS over TCP with rustls.
-//! - [`readiness`]: [`StreamConn`], a TCP or Unix socket as a connection.
-//! - [`codec`]: [`FrameCodec`], the same framing as a tokio-util `Decoder`/`Encoder`.
+//! - `transport`: the transports: [`Tcp`], [`Unix`], TLS (feature `tls`), and
+//!   [`StreamConn`], a tokio socket as a connection.
+//! - `codec`: [`FrameCodec`], the same framing as a tokio-util `Decoder`/`Encoder`.
 //!
 //! # Example
 //! An echo server and a client that talks to it:
@@ -63,33 +61,28 @@
 
 mod budget;
 mod builder;
-pub mod client;
-pub mod codec;
+mod client;
+mod codec;
 mod conn;
 mod handle;
-pub mod readiness;
 mod registry;
 mod report;
-pub mod server;
+mod server;
 mod shutdown;
 mod stats;
-pub mod tcp;
 mod timeouts;
-#[cfg(feature = "tls")]
-pub mod tls;
-pub mod unix;
+mod transport;
 
 pub use client::{Client, ClientBuilder};
 pub use codec::{CodecError, FrameCodec};
-pub use readiness::StreamConn;
 pub use server::{Server, ServerBuilder};
-pub use tcp::{Tcp, TcpAcceptor, TcpConn};
 #[cfg(feature = "tls")]
-pub use tls::{TlsClient, TlsConn, TlsListener, TlsServer};
+pub use transport::{TlsClient, TlsConn, TlsListener, TlsServer};
+pub use transport::{ReadinessIo, StreamConn, Tcp, TcpAcceptor, TcpConn};
 /// rustls, as chitchat uses it (for building TLS configurations).
 #[cfg(feature = "tls")]
 pub use tokio_rustls::rustls;
-pub use unix::{Unix, UnixAcceptor, UnixConn};
+pub use transport::{Unix, UnixAcceptor, UnixConn};
 
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

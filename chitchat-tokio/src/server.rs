@@ -22,7 +22,7 @@ use crate::registry::Registry;
 use crate::report;
 use crate::shutdown::Shutdown;
 use crate::stats::Counters;
-use crate::tcp::Tcp;
+use crate::transport::Tcp;
 use crate::timeouts::LiveTimeouts;
 
 /// First pause after a failed accept (e.g. out of file descriptors): long enough

@@ -16,7 +16,7 @@ use chitchat_core::{Addr, BindOptions, Binder, Connector, Listener, UnixAddr};
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::readiness::StreamConn;
+use super::readiness::StreamConn;
 
 /// How long a client waits before retrying a connect that found the listener's
 /// backlog full (Unix sockets fail at once where TCP would wait for a SYN retry).

@@ -24,7 +24,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName}
 use tokio_rustls::rustls::{self, crypto::ring, ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{Accept, TlsAcceptor, TlsConnector, TlsStream};
 
-use crate::tcp::{Tcp, TcpAcceptor};
+use super::tcp::{Tcp, TcpAcceptor};
 
 /// The server side: binds TCP and speaks TLS with this configuration.
 ///

@@ -12,7 +12,7 @@ use std::task::{ready, Context, Poll};
 use chitchat_core::{Addr, BindOptions, Binder, Connector, Listener};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-use crate::readiness::StreamConn;
+use super::readiness::StreamConn;
 
 /// TCP over tokio: a [`Binder`] for servers and a [`Connector`] for clients.
 ///
