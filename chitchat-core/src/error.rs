@@ -205,6 +205,17 @@ pub enum ConnError {
         #[source]
         source: Arc<io::Error>,
     },
+    /// The peer's connection failed before it was established (its TLS handshake
+    /// failed, timed out or was too long): it never reached a handler, and counts
+    /// as no connection (no close event). The listener accepts on at once.
+    #[error("handshake with {peer} failed")]
+    Handshake {
+        /// The peer.
+        peer: Addr,
+        /// Why it failed.
+        #[source]
+        source: Arc<io::Error>,
+    },
 }
 
 /// The kind of a [`ConnError`], without its data: easy to match and compare.
@@ -223,11 +234,12 @@ pub enum ConnErrorKind {
     HandlerPanic,
     Io,
     Accept,
+    Handshake,
 }
 
 impl ConnErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ConnErrorKind; 11] = [
+    pub const ALL: [ConnErrorKind; 12] = [
         ConnErrorKind::FrameTooLong,
         ConnErrorKind::TruncatedFrame,
         ConnErrorKind::IdleTimeout,
@@ -239,6 +251,7 @@ impl ConnErrorKind {
         ConnErrorKind::HandlerPanic,
         ConnErrorKind::Io,
         ConnErrorKind::Accept,
+        ConnErrorKind::Handshake,
     ];
 
     /// Position in [`ALL`](Self::ALL), for counting by kind.
@@ -262,6 +275,7 @@ impl ConnError {
             ConnError::HandlerPanic { .. } => ConnErrorKind::HandlerPanic,
             ConnError::Io { .. } => ConnErrorKind::Io,
             ConnError::Accept { .. } => ConnErrorKind::Accept,
+            ConnError::Handshake { .. } => ConnErrorKind::Handshake,
         }
     }
 
@@ -277,7 +291,8 @@ impl ConnError {
             | ConnError::OutboundFull { peer, .. }
             | ConnError::Refused { peer, .. }
             | ConnError::HandlerPanic { peer, .. }
-            | ConnError::Io { peer, .. } => *peer,
+            | ConnError::Io { peer, .. }
+            | ConnError::Handshake { peer, .. } => *peer,
             ConnError::Accept { local, .. } => *local,
         }
     }

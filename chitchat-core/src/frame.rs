@@ -452,7 +452,10 @@ mod tests {
         framer.encode(b"12\r", &mut out).unwrap();
         framer.encode(b"1234", &mut out).unwrap();
         let mut decoder = framer.clone();
-        assert_eq!(frames(&split_all(&mut decoder, &out)), [&b"12\r"[..], b"1234"]);
+        assert_eq!(
+            frames(&split_all(&mut decoder, &out)),
+            [&b"12\r"[..], b"1234"]
+        );
     }
 
     /// Every result of feeding `input` at once then hitting EOF.

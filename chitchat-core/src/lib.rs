@@ -61,4 +61,4 @@ pub use event::{
 pub use frame::{EncodeError, FrameError, FrameExtent, Framer};
 pub use server::Server;
 pub use stats::{ErrorCounts, Stats};
-pub use transport::{BindOptions, Binder, Connection, Connector, Listener};
+pub use transport::{BindOptions, Binder, Connection, Connector, Listener, PeerFailed};

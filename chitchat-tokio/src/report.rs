@@ -13,7 +13,7 @@ pub(crate) fn error(events: &EventSink, error: ConnError) {
     match error.kind() {
         // Routine on any open network: a peer went away or was turned away.
         Io | Refused => tracing::debug!(error = %text),
-        IdleTimeout | FrameTimeout | WriteTimeout | TruncatedFrame => {
+        IdleTimeout | FrameTimeout | WriteTimeout | TruncatedFrame | Handshake => {
             tracing::info!(error = %text)
         }
         HandlerPanic => tracing::error!(error = %text),

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chitchat_core::{
     event_queue, Addr, BindError, BindOptions, Binder, CloseEvent, CloseReason, ConnError,
     ConnStats, Connection, Event, EventSink, EventStream, Framer, Handler, IgnoreFrames, Listener,
-    ServerConfig, ShutdownReport, Stats, WriteError,
+    PeerFailed, ServerConfig, ShutdownReport, Stats, WriteError,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -207,7 +207,7 @@ async fn accept_loop<L: Listener, S: Send + Sync + 'static>(
                 backoff = ACCEPT_BACKOFF_MIN;
                 server.admit(conn, peer);
             }
-            Err(err) if is_peer_gone(&err) => {}
+            Err(err) if is_peer_gone(&err) => report_peer_failed(&server, err),
             Err(err) => {
                 report::error(
                     &server.events,
@@ -230,6 +230,15 @@ async fn accept_loop<L: Listener, S: Send + Sync + 'static>(
 fn is_peer_gone(err: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(err.kind(), ConnectionAborted | ConnectionReset)
+}
+
+/// Reports a peer whose connection failed before it was established (a listener's
+/// `PeerFailed`, such as a failed TLS handshake); one that merely left is not
+/// worth an event. Either way the loop accepts on at once.
+fn report_peer_failed<S>(server: &ServerShared<S>, err: std::io::Error) {
+    if let Ok(failed) = PeerFailed::from_io_error(err) {
+        report::error(&server.events, failed.into());
+    }
 }
 
 impl<S: Send + Sync + 'static> ServerShared<S> {
