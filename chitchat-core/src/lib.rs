@@ -50,8 +50,9 @@ pub mod transport;
 pub use addr::{Addr, AddrParseError, UnixAddr, MAX_UNIX_NAME_LEN};
 pub use client::Client;
 pub use config::{
-    ClientConfig, ConnConfig, Delimiter, FrameConfig, OversizePolicy, ServerConfig,
-    DEFAULT_BACKLOG, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND, DEFAULT_PARTIAL_FRAME_BUDGET,
+    ClientConfig, ConnConfig, Delimiter, FrameConfig, Keepalive, OversizePolicy, ServerConfig,
+    DEFAULT_BACKLOG, DEFAULT_KEEPALIVE_IDLE, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_RETRIES,
+    DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND, DEFAULT_PARTIAL_FRAME_BUDGET,
 };
 pub use context::{Frame, Handler, IgnoreFrames, ReadContext};
 pub use error::{BindError, ConnError, ConnErrorKind, ConnectError, WriteError};

@@ -44,6 +44,7 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 
 use crate::addr::Addr;
+use crate::config::Keepalive;
 use crate::error::ConnError;
 
 /// One established byte stream.
@@ -102,6 +103,20 @@ pub trait Connection: Send + Unpin + 'static {
     /// # Errors
     /// Transport failures.
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Has the transport probe a silent peer as `keepalive` says (`None`: no
+    /// probes), so that one that vanished without closing is noticed: a read or
+    /// write then fails (`TimedOut`, as TCP reports it). The engine calls it once
+    /// per connection, accepted or dialed, before its first read or write, with
+    /// [`ConnConfig::keepalive`](crate::ConnConfig::keepalive). Transports with no
+    /// such mechanism keep the default, which does nothing.
+    ///
+    /// # Errors
+    /// When the transport cannot apply it; the engine then carries on without.
+    fn set_keepalive(&mut self, keepalive: Option<Keepalive>) -> io::Result<()> {
+        let _ = keepalive;
+        Ok(())
+    }
 }
 
 /// Accepts connections on a bound address. Dropping it stops listening.

@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use chitchat_core::{Addr, BindOptions, Binder, Connection, Connector, Listener};
+use chitchat_core::{Addr, BindOptions, Binder, Connection, Connector, Keepalive, Listener};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -29,7 +29,7 @@ use tokio_rustls::rustls::{self, crypto::ring, ClientConfig, RootCertStore, Serv
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
 use super::handshake::{Established, HandshakeIo, HandshakeLimits, Handshakes};
-use super::tcp::{Tcp, TcpAcceptor};
+use super::tcp::{set_keepalive, Tcp, TcpAcceptor};
 
 /// Connections accepted in one call of `poll_accept` before it yields to the other
 /// tasks of its worker: a flood of connections must not keep the accept loop busy
@@ -329,5 +329,9 @@ impl Connection for TlsConn {
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.stream().poll_shutdown(cx)
+    }
+
+    fn set_keepalive(&mut self, keepalive: Option<Keepalive>) -> io::Result<()> {
+        set_keepalive(self.stream.get_ref().0.get_ref(), keepalive)
     }
 }
