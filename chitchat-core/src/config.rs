@@ -11,8 +11,31 @@
 //! let mut config = ServerConfig::default();
 //! config.conn.frame.delimiter = Delimiter::Byte(b';');
 //! config.conn.idle_timeout = Some(Duration::from_secs(30));
+//! config.conn.write_timeout = None; // off: a peer that stops reading is held
 //! config.max_connections = 10_000;
 //! ```
+//!
+//! # Defaults
+//! Every limit is on by default, with a value meant for a server facing the
+//! internet; each constant below says how it was chosen, and each can be turned
+//! off (`None`, or `usize::MAX` for a size). nginx's defaults are beside them for
+//! comparison (nginx serves HTTP requests, chitchat long-lived sessions, so the idle
+//! time is longer here).
+//!
+//! | setting | chitchat | nginx |
+//! | --- | --- | --- |
+//! | frame must be complete within ([`DEFAULT_FRAME_TIMEOUT`]) | 60 s | `client_header_timeout 60s` |
+//! | idle read timeout, server ([`DEFAULT_SERVER_IDLE_TIMEOUT`]) | 300 s | `keepalive_timeout 75s` |
+//! | idle read timeout, client | none | (`proxy_read_timeout 60s`) |
+//! | write makes no progress for ([`DEFAULT_WRITE_TIMEOUT`]) | 60 s | `send_timeout 60s` |
+//! | TCP keepalive ([`Keepalive::default`]) | on: 60 s idle, 10 s × 5 probes | `so_keepalive=off` |
+//! | largest frame ([`DEFAULT_MAX_FRAME_LEN`]) | 64 KiB | `large_client_header_buffers 4 8k`, `client_max_body_size 1m` |
+//! | output queued per peer ([`DEFAULT_MAX_OUTBOUND`]) | 256 KiB | (`proxy_buffers 8 4k\|8k`) |
+//! | unfinished frames, all peers ([`DEFAULT_PARTIAL_FRAME_BUDGET`]) | 64 MiB | none |
+//! | connections ([`ServerConfig::max_connections`]) | 100 000 | `worker_connections 512` per worker |
+//! | listen backlog ([`DEFAULT_BACKLOG`]) | 4 096 | `backlog=511` |
+//! | linger at close ([`ConnConfig::linger`]) | 5 s | `lingering_timeout 5s` |
+//! | TLS handshake (chitchat-tokio's `TlsServer`) | 10 s, 16 KiB, 1 024 at once | `ssl_handshake_timeout 60s` (stream) |
 
 use std::time::Duration;
 
@@ -33,6 +56,26 @@ pub const DEFAULT_MAX_OUTBOUND: usize = 4 * DEFAULT_MAX_FRAME_LEN;
 /// thousands of clients connect at once (each overflow costs the client a 1 s SYN
 /// retry); the kernel caps this value at `net.core.somaxconn` anyway.
 pub const DEFAULT_BACKLOG: u32 = 4096;
+
+/// Default frame-completion deadline: once a frame has begun, its end must arrive
+/// within this time, or the connection is closed. nginx gives a request header the
+/// same 60 s (`client_header_timeout`); a peer trickling a frame byte by byte to
+/// hold its memory (slowloris) is bounded by it, while a 64 KiB frame fits it down
+/// to about 1 KiB/s.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default write timeout: a peer that takes none of our output for this long is
+/// dropped, as nginx's `send_timeout` (60 s) does. Longer than any pause of a live
+/// reader (a TCP retransmission backs off to a minute only after minutes of loss).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default idle timeout of a server's connections: one that sends nothing at all
+/// for this long is closed. chitchat's protocols are sessions that may stay quiet
+/// between messages (nginx's 75 s is for an HTTP client between requests), so it
+/// is longer; short enough that a flood of silent connections is reclaimed within
+/// minutes. Clients have none by default: a client chose its server, which may
+/// legitimately speak rarely, and keepalive notices one that vanished.
+pub const DEFAULT_SERVER_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How a byte stream is cut into frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -172,7 +215,8 @@ pub enum OversizePolicy {
     SkipFrame,
 }
 
-/// Settings of one connection, the same on the server and the client side.
+/// Settings of one connection, the same on the server and the client side (but for
+/// the idle timeout's default).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnConfig {
@@ -181,14 +225,16 @@ pub struct ConnConfig {
     /// What an oversized incoming frame costs the connection.
     pub oversize: OversizePolicy,
     /// Close the connection when nothing at all arrives for this long; restarts on
-    /// every read. `None`: wait forever.
+    /// every read. `None`: wait forever. Default: [`DEFAULT_SERVER_IDLE_TIMEOUT`]
+    /// on a server ([`ServerConfig::default`]), `None` on a client.
     pub idle_timeout: Option<Duration>,
     /// Close the connection when a frame, once begun, is not finished within this
     /// time: bounds a peer that trickles one byte just inside the idle timeout.
-    /// `None`: no limit.
+    /// `None`: no limit. Default: [`DEFAULT_FRAME_TIMEOUT`].
     pub frame_timeout: Option<Duration>,
     /// Close the connection when queued output makes no progress for this long (the
     /// peer stopped reading). `None`: wait forever, bounded by `max_outbound` only.
+    /// Default: [`DEFAULT_WRITE_TIMEOUT`].
     pub write_timeout: Option<Duration>,
     /// Most bytes queued for the peer and not yet accepted by the transport. Past it
     /// the server drops the peer (it does not read); a client's write is refused. An
@@ -209,8 +255,8 @@ impl Default for ConnConfig {
             frame: FrameConfig::default(),
             oversize: OversizePolicy::Close,
             idle_timeout: None,
-            frame_timeout: None,
-            write_timeout: None,
+            frame_timeout: Some(DEFAULT_FRAME_TIMEOUT),
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
             max_outbound: DEFAULT_MAX_OUTBOUND,
             linger: Duration::from_secs(5),
             keepalive: Some(Keepalive::default()),
@@ -218,8 +264,8 @@ impl Default for ConnConfig {
     }
 }
 
-/// Settings of a server: one [`ConnConfig`] for every accepted connection, plus the
-/// listener's own limits.
+/// Settings of a server: one [`ConnConfig`] for every accepted connection (with the
+/// idle timeout on: [`DEFAULT_SERVER_IDLE_TIMEOUT`]), plus the listener's own limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerConfig {
@@ -241,7 +287,10 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            conn: ConnConfig::default(),
+            conn: ConnConfig {
+                idle_timeout: Some(DEFAULT_SERVER_IDLE_TIMEOUT),
+                ..ConnConfig::default()
+            },
             max_connections: 100_000,
             backlog: DEFAULT_BACKLOG,
             partial_frame_budget: DEFAULT_PARTIAL_FRAME_BUDGET,
@@ -268,6 +317,24 @@ impl Default for ClientConfig {
             conn: ConnConfig::default(),
             connect_timeout: Duration::from_secs(10),
             event_capacity: 64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_limit_is_on_by_default_but_a_clients_idle_timeout() {
+        let server = ServerConfig::default().conn;
+        assert_eq!(server.idle_timeout, Some(DEFAULT_SERVER_IDLE_TIMEOUT));
+        let client = ClientConfig::default().conn;
+        assert_eq!(client.idle_timeout, None);
+        for conn in [server, client] {
+            assert_eq!(conn.frame_timeout, Some(DEFAULT_FRAME_TIMEOUT));
+            assert_eq!(conn.write_timeout, Some(DEFAULT_WRITE_TIMEOUT));
+            assert_eq!(conn.keepalive, Some(Keepalive::default()));
         }
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //! - [`frame`]: the [`Framer`], a sans-IO state machine: bytes in, frames out.
-//! - [`config`]: delimiter, limits, timeouts and their defaults.
+//! - [`config`]: delimiter, limits, timeouts and their defaults (a table of them,
+//!   beside nginx's, in its docs).
 //! - [`transport`]: the [`Connection`], [`Listener`], [`Binder`] and [`Connector`]
 //!   traits every backend transport implements.
 //! - [`context`]: the [`Frame`] and [`ReadContext`] a [`Handler`] gets.
@@ -51,8 +52,9 @@ pub use addr::{Addr, AddrParseError, UnixAddr, MAX_UNIX_NAME_LEN};
 pub use client::Client;
 pub use config::{
     ClientConfig, ConnConfig, Delimiter, FrameConfig, Keepalive, OversizePolicy, ServerConfig,
-    DEFAULT_BACKLOG, DEFAULT_KEEPALIVE_IDLE, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_RETRIES,
-    DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND, DEFAULT_PARTIAL_FRAME_BUDGET,
+    DEFAULT_BACKLOG, DEFAULT_FRAME_TIMEOUT, DEFAULT_KEEPALIVE_IDLE, DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_KEEPALIVE_RETRIES, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND,
+    DEFAULT_PARTIAL_FRAME_BUDGET, DEFAULT_SERVER_IDLE_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
 };
 pub use context::{Frame, Handler, IgnoreFrames, ReadContext};
 pub use error::{BindError, ConnError, ConnErrorKind, ConnectError, WriteError};

@@ -153,7 +153,7 @@ pub trait Listener: Send + 'static {
 /// `ConnectionAborted` (so an engine that does not look inside still takes it for
 /// a peer that left, and does not back off); an engine takes it back out with
 /// [`from_io_error`](Self::from_io_error) and reports it as
-/// [`ConnError::Handshake`](crate::ConnError::Handshake).
+/// [`ConnError::Handshake`].
 ///
 /// ```
 /// use std::io;

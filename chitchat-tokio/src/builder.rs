@@ -42,23 +42,30 @@ macro_rules! conn_setters {
             self
         }
 
-        /// Close the connection when nothing arrives for this long (default: never).
-        pub fn idle_timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.config.conn.idle_timeout = Some(timeout);
+        /// Close the connection when nothing arrives for this long (default: 300 s
+        /// on a server, none on a client; see
+        /// [`DEFAULT_SERVER_IDLE_TIMEOUT`](chitchat_core::DEFAULT_SERVER_IDLE_TIMEOUT)).
+        /// `None` waits forever.
+        pub fn idle_timeout(mut self, timeout: impl Into<Option<std::time::Duration>>) -> Self {
+            self.config.conn.idle_timeout = timeout.into();
             self
         }
 
         /// Close the connection when a frame, once begun, is not finished within this
-        /// time (default: no limit).
-        pub fn frame_timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.config.conn.frame_timeout = Some(timeout);
+        /// time (default: 60 s, see
+        /// [`DEFAULT_FRAME_TIMEOUT`](chitchat_core::DEFAULT_FRAME_TIMEOUT)). `None`:
+        /// no limit.
+        pub fn frame_timeout(mut self, timeout: impl Into<Option<std::time::Duration>>) -> Self {
+            self.config.conn.frame_timeout = timeout.into();
             self
         }
 
         /// Give up on the peer when queued output makes no progress for this long
-        /// (default: never).
-        pub fn write_timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.config.conn.write_timeout = Some(timeout);
+        /// (default: 60 s, see
+        /// [`DEFAULT_WRITE_TIMEOUT`](chitchat_core::DEFAULT_WRITE_TIMEOUT)). `None`:
+        /// never.
+        pub fn write_timeout(mut self, timeout: impl Into<Option<std::time::Duration>>) -> Self {
+            self.config.conn.write_timeout = timeout.into();
             self
         }
 

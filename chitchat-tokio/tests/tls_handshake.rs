@@ -261,6 +261,7 @@ fn handshakes_past_the_cap_wait_in_the_backlog() {
         let after = Duration::from_secs(1);
         let tls = tls.handshake_timeout(after).max_handshakes(8);
         let server = tls_echo_server(&tls, |b| b).await;
+        let recorder = Recorder::start(server.events());
         let addr = server.local_addr();
         let mut steady = RealClient::connect(addr, &client_tls).await;
         steady.round().await;
@@ -318,6 +319,7 @@ fn handshakes_past_the_cap_wait_in_the_backlog() {
         assert!(closes[..8].iter().all(|&c| c >= after), "{closes:?}");
         assert!(closes[8..].iter().all(|&c| c >= 2 * after), "{closes:?}");
         assert!(steady_rounds > 0);
+        wait_for_handshake_errors(&recorder, 12).await;
         assert_eq!(server.stats().errors.get(ConnErrorKind::Handshake), 12);
         server.cut().await;
     });
