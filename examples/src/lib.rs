@@ -99,6 +99,26 @@ pub fn parse_timeout(text: &str) -> Result<Timeout, String> {
     })
 }
 
+/// The timeout flags of `echo_server` and `echo_client`, each on by default with
+/// the library's value for a server (`0` turns one off).
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct TimeoutFlags {
+    /// Close the connection when the peer sends nothing for this long (restarts on
+    /// every read); 0: never.
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_timeout)]
+    pub read_timeout: Timeout,
+
+    /// Close the connection when a frame from the peer, once begun, is not finished
+    /// within this long (a peer trickling bytes just inside the read timeout); 0: no
+    /// limit.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_timeout)]
+    pub frame_timeout: Timeout,
+
+    /// Drop the peer when it takes none of our output for this long; 0: never.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_timeout)]
+    pub write_timeout: Timeout,
+}
+
 /// Sends the library's `tracing` output to stderr, filtered by `RUST_LOG` (e.g.
 /// `RUST_LOG=chitchat_tokio=debug` shows every accept and close). Silent when
 /// `RUST_LOG` is unset: the binaries report errors themselves.

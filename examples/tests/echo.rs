@@ -25,6 +25,14 @@ fn start_server(args: &[&str]) -> (Proc, SocketAddr) {
     (server, addr)
 }
 
+/// Starts `echo_client --connect ADDR ARGS` with `stdin`.
+fn start_client(addr: SocketAddr, args: &[&str], stdin: &[u8]) -> Proc {
+    let addr = addr.to_string();
+    let mut all = vec!["--connect", &addr];
+    all.extend_from_slice(args);
+    Proc::spawn(CLIENT, &all, Some(stdin))
+}
+
 fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -144,10 +152,7 @@ fn timeouts_of_zero_are_off() {
         "0",
     ];
     let (_server, addr) = start_server(&flags);
-    let addr = addr.to_string();
-    let mut args = vec!["--connect", &addr];
-    args.extend_from_slice(&flags);
-    let mut client = Proc::spawn(CLIENT, &args, Some(b"still\n"));
+    let mut client = start_client(addr, &flags, b"still\n");
     assert_eq!(
         client.wait_exit(TIMEOUT).code(),
         Some(0),
@@ -332,12 +337,7 @@ fn client_and_server_carry_a_message_larger_than_their_queues_in_eof_mode() {
 fn client_streams_an_eof_message_of_exactly_its_limit() {
     let message: Vec<u8> = (0..65_536u32).map(|i| (i * 7 % 251) as u8).collect();
     let (_server, addr) = start_server(&["--delim", "eof"]);
-    let addr = addr.to_string();
-    let mut client = Proc::spawn(
-        CLIENT,
-        &["--connect", &addr, "--delim", "eof"],
-        Some(&message),
-    );
+    let mut client = start_client(addr, &["--delim", "eof"], &message);
     assert_eq!(
         client.wait_exit(TIMEOUT).code(),
         Some(0),
@@ -354,12 +354,7 @@ fn client_streams_an_eof_message_of_exactly_its_limit() {
 fn client_refuses_an_eof_message_over_its_limit_and_resets_the_connection() {
     let message = vec![b'z'; 100_000];
     let (mut server, addr) = start_server(&["--delim", "eof", "--max-frame", "1000000"]);
-    let addr = addr.to_string();
-    let mut client = Proc::spawn(
-        CLIENT,
-        &["--connect", &addr, "--delim", "eof"],
-        Some(&message),
-    );
+    let mut client = start_client(addr, &["--delim", "eof"], &message);
     assert_eq!(client.wait_exit(TIMEOUT).code(), Some(1));
     assert_eq!(
         client.stderr(),
@@ -406,16 +401,8 @@ fn client_refuses_an_eof_message_over_its_limit_on_a_unix_socket() {
 fn client_reports_an_eof_message_the_server_refuses() {
     let message = vec![b'z'; 100_000];
     let (_server, addr) = start_server(&["--delim", "eof"]);
-    let addr = addr.to_string();
-    let args = [
-        "--connect",
-        &addr,
-        "--delim",
-        "eof",
-        "--max-frame",
-        "1000000",
-    ];
-    let mut client = Proc::spawn(CLIENT, &args, Some(&message));
+    let args = ["--delim", "eof", "--max-frame", "1000000"];
+    let mut client = start_client(addr, &args, &message);
     assert_eq!(client.wait_exit(TIMEOUT).code(), Some(1));
     let stderr = client.stderr();
     assert!(

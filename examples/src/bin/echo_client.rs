@@ -24,7 +24,7 @@ use chitchat_core::{
     Addr, CloseReason, Connector, Delimiter, EventStream, UnixAddr, WriteError,
     DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND,
 };
-use chitchat_examples::{parse_delimiter, parse_secs, parse_timeout, Timeout};
+use chitchat_examples::{parse_delimiter, parse_secs, TimeoutFlags};
 use chitchat_tokio::{Client, Tcp, TcpConn, TlsClient, TlsConn, Unix};
 use clap::Parser;
 use futures::StreamExt;
@@ -79,18 +79,8 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME_LEN)]
     max_frame: usize,
 
-    /// Give up on a server that sends nothing for this long; 0: never.
-    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_timeout)]
-    read_timeout: Timeout,
-
-    /// Give up on a server whose frame, once begun, is not finished within this
-    /// long; 0: no limit.
-    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_timeout)]
-    frame_timeout: Timeout,
-
-    /// Give up on a server that takes none of our output for this long; 0: never.
-    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_timeout)]
-    write_timeout: Timeout,
+    #[command(flatten)]
+    timeouts: TimeoutFlags,
 }
 
 fn main() -> ExitCode {
@@ -128,9 +118,9 @@ async fn run() -> anyhow::Result<ExitCode> {
         // could never be queued.
         .max_outbound(DEFAULT_MAX_OUTBOUND.max(args.max_frame.saturating_mul(4)))
         .connect_timeout(args.connect_timeout)
-        .idle_timeout(args.read_timeout.0)
-        .frame_timeout(args.frame_timeout.0)
-        .write_timeout(args.write_timeout.0)
+        .idle_timeout(args.timeouts.read_timeout.0)
+        .frame_timeout(args.timeouts.frame_timeout.0)
+        .write_timeout(args.timeouts.write_timeout.0)
         .on_frame(move |_ctx, frame| print_frame(&frame, eof_mode));
     let reset = Reset::default();
     let client = match (&args.unix, &args.tls_ca) {
@@ -299,23 +289,30 @@ impl Reset {
     }
 }
 
-impl Connector for Resettable<Tcp> {
-    type Conn = TcpConn;
+/// The TCP socket under a connection, if there is one.
+trait TcpSocket {
+    fn tcp(&self) -> Option<&TcpStream>;
+}
 
-    fn connect(&self, addr: &Addr) -> impl Future<Output = io::Result<TcpConn>> + Send {
-        let (dial, reset) = (self.inner.connect(addr), self.reset.clone());
-        async move {
-            let conn = dial.await?;
-            reset.keep(conn.stream())?;
-            Ok(conn)
-        }
+impl TcpSocket for TcpConn {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self.stream())
     }
 }
 
-impl Connector for Resettable<TlsClient> {
-    type Conn = TlsConn;
+impl TcpSocket for TlsConn {
+    fn tcp(&self) -> Option<&TcpStream> {
+        TlsConn::tcp(self)
+    }
+}
 
-    fn connect(&self, addr: &Addr) -> impl Future<Output = io::Result<TlsConn>> + Send {
+impl<C: Connector> Connector for Resettable<C>
+where
+    C::Conn: TcpSocket,
+{
+    type Conn = C::Conn;
+
+    fn connect(&self, addr: &Addr) -> impl Future<Output = io::Result<C::Conn>> + Send {
         let (dial, reset) = (self.inner.connect(addr), self.reset.clone());
         async move {
             let conn = dial.await?;

@@ -21,7 +21,7 @@ use chitchat_core::{
     Addr, Delimiter, EventStream, UnixAddr, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND,
     DEFAULT_PARTIAL_FRAME_BUDGET,
 };
-use chitchat_examples::{parse_delimiter, parse_timeout, Timeout};
+use chitchat_examples::{parse_delimiter, parse_timeout, Timeout, TimeoutFlags};
 use chitchat_tokio::{Server, TlsServer, Unix};
 use clap::Parser;
 use futures::StreamExt;
@@ -67,19 +67,8 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME_LEN)]
     max_frame: usize,
 
-    /// Close a connection that sends nothing for this long (restarts on every read);
-    /// 0: never.
-    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_timeout)]
-    read_timeout: Timeout,
-
-    /// Close a connection whose frame, once begun, is not finished within this long
-    /// (a client trickling bytes just inside the read timeout); 0: no limit.
-    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_timeout)]
-    frame_timeout: Timeout,
-
-    /// Drop a client that takes none of its replies for this long; 0: never.
-    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_timeout)]
-    write_timeout: Timeout,
+    #[command(flatten)]
+    timeouts: TimeoutFlags,
 
     /// Connections served at once; more are closed as soon as they are accepted.
     #[arg(long, value_name = "N")]
@@ -122,9 +111,9 @@ async fn run() -> anyhow::Result<ExitCode> {
         // Unfinished frames of all clients together: room for one largest frame at
         // least, however large `--max-frame` is.
         .partial_frame_budget(DEFAULT_PARTIAL_FRAME_BUDGET.max(args.max_frame))
-        .idle_timeout(args.read_timeout.0)
-        .frame_timeout(args.frame_timeout.0)
-        .write_timeout(args.write_timeout.0)
+        .idle_timeout(args.timeouts.read_timeout.0)
+        .frame_timeout(args.timeouts.frame_timeout.0)
+        .write_timeout(args.timeouts.write_timeout.0)
         .on_frame(|ctx, frame| {
             // `reply` appends the delimiter, and writes any frame back byte for byte.
             // It fails when the client does not read its replies (the engine then
