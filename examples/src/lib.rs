@@ -94,9 +94,11 @@ pub fn parse_timeout(text: &str) -> Result<Timeout, String> {
     if text.parse::<f64>() == Ok(0.0) {
         return Ok(Timeout(None));
     }
-    parse_secs(text).map(|secs| Timeout(Some(secs))).map_err(|_| {
-        format!("expected a number of seconds, e.g. 2 or 0.5, or 0 for none; got {text:?}")
-    })
+    parse_secs(text)
+        .map(|secs| Timeout(Some(secs)))
+        .map_err(|_| {
+            format!("expected a number of seconds, e.g. 2 or 0.5, or 0 for none; got {text:?}")
+        })
 }
 
 /// The timeout flags of `echo_server` and `echo_client`, each on by default with
@@ -205,7 +207,10 @@ mod tests {
 
     #[test]
     fn timeouts_take_seconds_or_zero_for_none() {
-        assert_eq!(parse_timeout("0.5"), Ok(Timeout(Some(Duration::from_millis(500)))));
+        assert_eq!(
+            parse_timeout("0.5"),
+            Ok(Timeout(Some(Duration::from_millis(500))))
+        );
         assert_eq!(parse_timeout("0"), Ok(Timeout(None)));
         assert_eq!(parse_timeout("0.0"), Ok(Timeout(None)));
         for text in ["-1", "NaN", "inf", "never", ""] {
