@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chitchat_core::{
-    Addr, Delimiter, EventStream, UnixAddr, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND,
+    Addr, ConnEvent, Delimiter, Events, UnixAddr, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND,
     DEFAULT_PARTIAL_FRAME_BUDGET,
 };
 use chitchat_examples::{parse_delimiter, parse_secs};
@@ -167,10 +167,10 @@ async fn run() -> anyhow::Result<ExitCode> {
 }
 
 /// Prints every error to stderr; each names its peer.
-async fn log_errors(mut events: EventStream) {
+async fn log_errors(mut events: Events<ConnEvent>) {
     while let Some(event) = events.next().await {
         if let Some(err) = event.as_error() {
-            eprintln!("error: {:#}", anyhow::Error::from(err.clone()));
+            eprintln!("error: {err}");
         }
     }
 }
