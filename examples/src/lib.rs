@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod baseline;
+pub mod chat;
 
 use std::process::ExitCode;
 use std::time::Duration;
