@@ -10,7 +10,6 @@ use std::time::Duration;
 use chitchat_core::backend::close_event;
 use chitchat_core::{Addr, CloseReason, ConnError, ConnStats, Connection, Listener};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::admission::Refusal;
 use crate::conn::{ConnParams, Driver};
@@ -87,11 +86,12 @@ where
         hub.admission.release(&peer);
         return refuse(hub, conn, peer, Refusal::Total(hub.admission.max_total()));
     }
-    let span = tracing::debug_span!("conn", %peer);
-    span.in_scope(|| tracing::debug!("accepted"));
+    // No span per connection: it would cost every idle connection its size. The
+    // peer is a field of every event instead.
+    tracing::debug!(%peer, "accepted");
     hub.counters.opened();
     let driver = Driver::new(conn, handle, params.clone());
-    hub.shutdown.tracker.spawn(driver.instrument(span));
+    hub.shutdown.tracker.spawn(driver);
 }
 
 /// Closes a connection over a limit: no task, no buffer, two events.

@@ -17,7 +17,6 @@ use chitchat_core::{
 };
 use futures::{Sink, Stream};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::admission::Admission;
 use crate::conn::{ConnParams, Driver};
@@ -196,8 +195,7 @@ impl<S: Send + Sync + 'static> ClientBuilder<S> {
         let handle = Arc::new(ConnShared::new(addr));
         hub.registry.insert_within(handle.clone(), 1);
         hub.counters.opened();
-        let span = tracing::debug_span!("client", peer = %addr, %local);
-        span.in_scope(|| tracing::debug!("connected"));
+        tracing::debug!(peer = %addr, %local, "connected");
         let max_wire_frame = conn_config.frame.max_frame_len + 2;
         let state = self.state;
         let handler = match (self.handler, &inbound) {
@@ -212,7 +210,7 @@ impl<S: Send + Sync + 'static> ClientBuilder<S> {
             hub: hub.clone(),
         });
         let driver = Driver::new(conn, handle.clone(), params);
-        tokio::spawn(driver.instrument(span));
+        tokio::spawn(driver);
         Ok(Client {
             hub,
             conn: handle,

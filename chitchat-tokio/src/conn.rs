@@ -26,6 +26,7 @@ use chitchat_core::{
 };
 use tokio::time::{sleep_until, Instant, Sleep};
 
+use crate::clock::Stamp;
 use crate::ctx::{Ctx, Request};
 use crate::erased::{ConnState, ErasedHandler};
 use crate::handle::{CloseRequest, ConnHandle};
@@ -61,7 +62,7 @@ enum Phase {
     /// input makes TCP send a reset, which can destroy our last bytes in flight.
     Closing {
         reason: CloseReason,
-        deadline: Instant,
+        deadline: Stamp,
         shutdown_sent: bool,
         drain: bool,
     },
@@ -81,7 +82,7 @@ pub(crate) struct Driver<C, S> {
     framer: Framer,
     /// Unhandled input. Capacity 0 while idle: we wait for readability first.
     read_buf: BytesMut,
-    read_size: usize,
+    read_size: u32,
     /// Encoded output not yet taken by the transport.
     out: BytesMut,
     /// Bytes were written since the transport was last flushed (TLS buffers
@@ -91,21 +92,22 @@ pub(crate) struct Driver<C, S> {
     /// are counted locally and published once per read, not once per frame.
     unpublished: usize,
     stats: ConnStats,
-    /// `stats` as last added to the shared counters.
-    stats_reported: ConnStats,
+    /// Frames in and out as last added to the shared counters (bytes are added as
+    /// they move, once per system call).
+    frames_reported: [u64; 2],
     phase: Phase,
     /// The peer shut down its write side: nothing more to read.
     read_eof: bool,
     /// Set by the handler or a full queue: end now, without flushing.
     abort: Option<CloseReason>,
-    last_read: Instant,
+    last_read: Stamp,
     /// When the unfinished frame at the front of the input began, for the frame
     /// timeout.
-    frame_started: Option<Instant>,
+    frame_started: Option<Stamp>,
     /// Unfinished-frame bytes last reported to the server's budget.
     partial_reported: usize,
     /// Since when queued output has been waiting without progress.
-    write_stalled_since: Option<Instant>,
+    write_stalled_since: Option<Stamp>,
     /// One timer for the nearest deadline; allocated the first time one is needed.
     timer: Option<Pin<Box<Sleep>>>,
     /// The handler's state for this connection: made when it opens, handed to the
@@ -120,22 +122,23 @@ pub(crate) struct Driver<C, S> {
 impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
     pub(crate) fn new(conn: C, shared: ConnHandle, params: Arc<ConnParams<S>>) -> Self {
         let framer = Framer::new(params.config.frame);
+        let last_read = params.hub.epoch.stamp(Instant::now());
         Driver {
             conn,
             shared,
             params,
             framer,
             read_buf: BytesMut::new(),
-            read_size: INITIAL_READ,
+            read_size: INITIAL_READ as u32,
             out: BytesMut::new(),
             unflushed: false,
             unpublished: 0,
             stats: ConnStats::default(),
-            stats_reported: ConnStats::default(),
+            frames_reported: [0; 2],
             phase: Phase::Open,
             read_eof: false,
             abort: None,
-            last_read: Instant::now(),
+            last_read,
             frame_started: None,
             partial_reported: 0,
             write_stalled_since: None,
@@ -262,6 +265,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
                 self.out.advance(n);
                 self.unflushed = true;
                 self.stats.bytes_out += n as u64;
+                self.params.hub.counters.add_bytes_out(n);
                 self.write_stalled_since = None;
                 self.shared.sub_queued(n);
                 self.params.hub.output_progressed();
@@ -311,8 +315,9 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             }
         }
         let spare = self.read_buf.capacity() - self.read_buf.len();
-        if spare < self.read_size / 4 {
-            self.read_buf.reserve(self.read_size);
+        let read_size = self.read_size as usize;
+        if spare < read_size / 4 {
+            self.read_buf.reserve(read_size);
         }
         let spare = self.read_buf.capacity() - self.read_buf.len();
         match self.conn.poll_read(cx, &mut self.read_buf) {
@@ -330,9 +335,10 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             }
             Poll::Ready(Ok(n)) => {
                 self.stats.bytes_in += n as u64;
-                self.last_read = Instant::now();
+                self.params.hub.counters.add_bytes_in(n);
+                self.last_read = self.params.hub.epoch.stamp(Instant::now());
                 if n == spare {
-                    self.read_size = (self.read_size * 2).min(MAX_READ);
+                    self.read_size = (self.read_size * 2).min(MAX_READ as u32);
                 }
                 if self.delivering() {
                     self.decode_frames();
@@ -566,7 +572,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         );
         self.phase = Phase::Closing {
             reason,
-            deadline: Instant::now() + linger,
+            deadline: self.params.hub.epoch.stamp(Instant::now() + linger),
             shutdown_sent,
             drain,
         };
@@ -595,6 +601,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
     /// a deadline changed the state (another round is due).
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> Result<bool, End> {
         let now = Instant::now();
+        let epoch = self.params.hub.epoch;
         let mut next: Option<Instant> = None;
         let mut consider = |deadline: Instant| {
             next = Some(next.map_or(deadline, |n| n.min(deadline)));
@@ -607,6 +614,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             ..
         } = self.phase
         {
+            let deadline = epoch.instant(deadline);
             if now >= deadline {
                 return Err(End {
                     reason,
@@ -616,7 +624,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             consider(deadline);
         } else if !self.read_eof {
             if let Some(idle) = self.params.hub.timeouts.idle() {
-                let deadline = self.last_read.checked_add(idle);
+                let deadline = epoch.instant(self.last_read).checked_add(idle);
                 if deadline.is_some_and(|d| now >= d) {
                     self.params
                         .hub
@@ -630,7 +638,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             if let (Some(after), Some(started)) =
                 (self.params.config.frame_timeout, self.frame_started)
             {
-                let deadline = started.checked_add(after);
+                let deadline = epoch.instant(started).checked_add(after);
                 if deadline.is_some_and(|d| now >= d) {
                     self.params
                         .hub
@@ -644,8 +652,8 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         }
         if !self.out.is_empty() {
             if let Some(after) = self.params.hub.timeouts.write() {
-                let since = *self.write_stalled_since.get_or_insert(now);
-                let deadline = since.checked_add(after);
+                let since = *self.write_stalled_since.get_or_insert(epoch.stamp(now));
+                let deadline = epoch.instant(since).checked_add(after);
                 if deadline.is_some_and(|d| now >= d) {
                     self.params
                         .hub
@@ -673,14 +681,16 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         Ok(timer.as_mut().poll(cx).is_ready())
     }
 
-    /// Adds this connection's traffic since the last report to the shared totals.
+    /// Adds the frames of this connection since the last report to the shared
+    /// totals (bytes are added as they move).
     fn report_traffic(&mut self) {
-        if self.stats != self.stats_reported {
-            self.params
-                .hub
-                .counters
-                .add(&self.stats, &self.stats_reported);
-            self.stats_reported = self.stats;
+        let frames = [self.stats.frames_in, self.stats.frames_out];
+        if frames != self.frames_reported {
+            self.params.hub.counters.add_frames(
+                frames[0] - self.frames_reported[0],
+                frames[1] - self.frames_reported[1],
+            );
+            self.frames_reported = frames;
         }
     }
 
@@ -693,6 +703,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         self.report_traffic();
         self.announce_close(end.reason);
         tracing::debug!(
+            peer = %self.shared.peer,
             reason = ?end.reason,
             frames_in = self.stats.frames_in,
             frames_out = self.stats.frames_out,

@@ -53,7 +53,9 @@ pub(crate) struct ConnShared {
     pub(crate) peer: Addr,
     /// Accept order, set once when registered.
     seq: AtomicU64,
-    inbox: Mutex<Inbox>,
+    /// Allocated by the first write or request from outside, freed when the task
+    /// takes it: most connections of a server never have one.
+    inbox: Mutex<Option<Box<Inbox>>>,
     /// Set whenever `inbox` has something, so the task's hot path skips the lock.
     inbox_ready: AtomicBool,
     /// No more output accepted (closing or closed).
@@ -77,7 +79,7 @@ impl ConnShared {
         ConnShared {
             peer,
             seq: AtomicU64::new(0),
-            inbox: Mutex::new(Inbox::default()),
+            inbox: Mutex::new(None),
             inbox_ready: AtomicBool::new(false),
             write_closed: AtomicBool::new(false),
             closing: AtomicBool::new(false),
@@ -87,7 +89,7 @@ impl ConnShared {
         }
     }
 
-    fn inbox(&self) -> MutexGuard<'_, Inbox> {
+    fn inbox(&self) -> MutexGuard<'_, Option<Box<Inbox>>> {
         // A panic while holding this lock leaves plain data behind: keep using it.
         self.inbox.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -109,10 +111,11 @@ impl ConnShared {
         bound: OutboundBound,
     ) -> Result<(), WriteError> {
         let peer = self.peer;
-        let mut inbox = self.inbox();
+        let mut guard = self.inbox();
         if self.write_closed.load(Ordering::Acquire) {
             return Err(WriteError::Closed { peer });
         }
+        let inbox = guard.get_or_insert_with(Box::default);
         let before = inbox.out.len();
         framer
             .encode(payload, &mut inbox.out)
@@ -126,7 +129,7 @@ impl ConnShared {
             if bound.drop_when_full {
                 inbox.close = Some(CloseRequest::Abort(CloseReason::WriteStalled));
                 self.write_closed.store(true, Ordering::Release);
-                drop(inbox);
+                drop(guard);
                 self.wake();
             }
             return Err(WriteError::OutboundFull {
@@ -136,7 +139,7 @@ impl ConnShared {
         }
         inbox.frames += 1;
         self.queued.fetch_add(len, Ordering::AcqRel);
-        drop(inbox);
+        drop(guard);
         self.wake();
         Ok(())
     }
@@ -144,7 +147,8 @@ impl ConnShared {
     /// Asks the task to close. A later request only ever strengthens an earlier one
     /// (abort beats graceful beats write shutdown).
     pub(crate) fn request_close(&self, request: CloseRequest) {
-        let mut inbox = self.inbox();
+        let mut guard = self.inbox();
+        let inbox = guard.get_or_insert_with(Box::default);
         let stronger = match (inbox.close, request) {
             (None, _) => true,
             (Some(CloseRequest::Abort(_)), _) => false,
@@ -158,7 +162,7 @@ impl ConnShared {
         if request != CloseRequest::ShutdownWrite {
             self.write_closed.store(true, Ordering::Release);
         }
-        drop(inbox);
+        drop(guard);
         self.wake();
     }
 
@@ -183,15 +187,14 @@ impl ConnShared {
         if !self.inbox_ready.swap(false, Ordering::AcqRel) {
             return None;
         }
-        let mut inbox = self.inbox();
+        let inbox = self.inbox().take()?;
+        let Inbox { out, frames, close } = *inbox;
         if into.is_empty() {
-            std::mem::swap(into, &mut inbox.out);
+            *into = out;
         } else {
-            into.extend_from_slice(&inbox.out);
-            inbox.out.clear();
+            into.extend_from_slice(&out);
         }
-        let frames = std::mem::take(&mut inbox.frames);
-        Some((frames, inbox.close.take()))
+        Some((frames, close))
     }
 
     /// For the task: stop accepting output from outside.

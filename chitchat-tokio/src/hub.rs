@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 
 use crate::admission::Admission;
 use crate::budget::PartialBudget;
+use crate::clock::Epoch;
 use crate::handle::{CloseRequest, ConnHandle, OutboundBound};
 use crate::inbound::Inbound;
 use crate::registry::Registry;
@@ -36,6 +37,8 @@ pub(crate) struct Hub {
     pub(crate) reporter: Reporter,
     pub(crate) counters: Counters,
     pub(crate) timeouts: LiveTimeouts,
+    /// The reference instant of the connections' compact timestamps.
+    pub(crate) epoch: Epoch,
     /// The server's budget for unfinished frames (servers only).
     pub(crate) budget: Option<PartialBudget>,
     pub(crate) admission: Admission,
@@ -85,6 +88,7 @@ impl Hub {
             reporter: parts.reporter,
             counters: Counters::default(),
             timeouts: parts.timeouts,
+            epoch: Epoch::now(),
             budget: parts.budget,
             admission: parts.admission,
             shutdown: Shutdown::default(),

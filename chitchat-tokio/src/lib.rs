@@ -81,6 +81,7 @@ mod admission;
 mod budget;
 mod builder;
 mod client;
+mod clock;
 mod codec;
 mod conn;
 mod ctx;

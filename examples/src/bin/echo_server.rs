@@ -80,6 +80,10 @@ struct Args {
     /// Connections served at once; more are closed as soon as they are accepted.
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+
+    /// Connections one client IP may hold at once [default: 1024].
+    #[arg(long, value_name = "N")]
+    max_connections_per_ip: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -124,6 +128,9 @@ async fn run() -> anyhow::Result<ExitCode> {
     }
     if let Some(max) = args.max_connections {
         builder = builder.max_connections(max);
+    }
+    if let Some(max) = args.max_connections_per_ip {
+        builder = builder.max_connections_per_ip(max);
     }
     // Bound when this returns; a bind error names the address.
     // The same engine on every transport.
