@@ -15,27 +15,8 @@
 //! config.max_connections = 10_000;
 //! ```
 //!
-//! # Defaults
-//! Every limit is on by default, with a value meant for a server facing the
-//! internet; each constant below says how it was chosen, and each can be turned
-//! off (`None`, or `usize::MAX` for a size). nginx's defaults are beside them for
-//! comparison (nginx serves HTTP requests, chitchat long-lived sessions, so the idle
-//! time is longer here).
-//!
-//! | setting | chitchat | nginx |
-//! | --- | --- | --- |
-//! | frame must be complete within ([`DEFAULT_FRAME_TIMEOUT`]) | 60 s | `client_header_timeout 60s` |
-//! | idle read timeout, server ([`DEFAULT_SERVER_IDLE_TIMEOUT`]) | 300 s | `keepalive_timeout 75s` |
-//! | idle read timeout, client | none | (`proxy_read_timeout 60s`) |
-//! | write makes no progress for ([`DEFAULT_WRITE_TIMEOUT`]) | 60 s | `send_timeout 60s` |
-//! | TCP keepalive ([`Keepalive::default`]) | on: 60 s idle, 10 s × 5 probes | `so_keepalive=off` |
-//! | largest frame ([`DEFAULT_MAX_FRAME_LEN`]) | 64 KiB | `large_client_header_buffers 4 8k`, `client_max_body_size 1m` |
-//! | output queued per peer ([`DEFAULT_MAX_OUTBOUND`]) | 256 KiB | (`proxy_buffers 8 4k\|8k`) |
-//! | unfinished frames, all peers ([`DEFAULT_PARTIAL_FRAME_BUDGET`]) | 64 MiB | none |
-//! | connections ([`ServerConfig::max_connections`]) | 100 000 | `worker_connections 512` per worker |
-//! | listen backlog ([`DEFAULT_BACKLOG`]) | 4 096 | `backlog=511` |
-//! | linger at close ([`ConnConfig::linger`]) | 5 s | `lingering_timeout 5s` |
-//! | TLS handshake (chitchat-tokio's `TlsServer`) | 10 s, 16 KiB, 1 024 at once | `ssl_handshake_timeout 60s` (stream) |
+//! Every limit is on by default; [`ServerConfig`] has the table of the defaults,
+//! beside nginx's, and each constant says how its value was chosen.
 
 use std::time::Duration;
 
@@ -51,6 +32,16 @@ pub const DEFAULT_PARTIAL_FRAME_BUDGET: usize = 1024 * DEFAULT_MAX_FRAME_LEN;
 /// Four maximum frames: a burst of replies fits, a peer that stops reading does not
 /// make the server hold more than this for it.
 pub const DEFAULT_MAX_OUTBOUND: usize = 4 * DEFAULT_MAX_FRAME_LEN;
+
+/// Default share of one source IP in a server's connections: large NAT gateways put
+/// hundreds of users behind one address, and 1 024 keeps any one address under 1 %
+/// of the default total, so a single host cannot lock the others out.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
+
+/// Default bytes of received frames a stream client keeps for its reader before it
+/// stops reading from the socket: a burst of replies fits, a server that sends
+/// faster than the program reads is slowed down by TCP instead of filling memory.
+pub const DEFAULT_MAX_INBOUND: usize = 4 * DEFAULT_MAX_FRAME_LEN;
 
 /// Default listen backlog. tokio's `TcpListener::bind` uses 128, which overflows when
 /// thousands of clients connect at once (each overflow costs the client a 1 s SYN
@@ -266,21 +257,50 @@ impl Default for ConnConfig {
 
 /// Settings of a server: one [`ConnConfig`] for every accepted connection (with the
 /// idle timeout on: [`DEFAULT_SERVER_IDLE_TIMEOUT`]), plus the listener's own limits.
+///
+/// # Defaults
+/// Every limit is on by default, with a value meant for a server facing the
+/// internet; each `DEFAULT_*` constant says how it was chosen, and each can be turned
+/// off (`None`, or `usize::MAX` for a size). nginx's defaults are beside them for
+/// comparison (nginx serves HTTP requests, chitchat long-lived sessions, so the idle
+/// time is longer here).
+///
+/// | setting | chitchat | nginx |
+/// | --- | --- | --- |
+/// | frame must be complete within ([`DEFAULT_FRAME_TIMEOUT`]) | 60 s | `client_header_timeout 60s` |
+/// | idle read timeout, server ([`DEFAULT_SERVER_IDLE_TIMEOUT`]) | 300 s | `keepalive_timeout 75s` |
+/// | idle read timeout, client | none | (`proxy_read_timeout 60s`) |
+/// | write makes no progress for ([`DEFAULT_WRITE_TIMEOUT`]) | 60 s | `send_timeout 60s` |
+/// | TCP keepalive ([`Keepalive::default`]) | on: 60 s idle, 10 s × 5 probes | `so_keepalive=off` |
+/// | largest frame ([`DEFAULT_MAX_FRAME_LEN`]) | 64 KiB | `large_client_header_buffers 4 8k`, `client_max_body_size 1m` |
+/// | output queued per peer ([`DEFAULT_MAX_OUTBOUND`]) | 256 KiB | (`proxy_buffers 8 4k\|8k`) |
+/// | unfinished frames, all peers ([`DEFAULT_PARTIAL_FRAME_BUDGET`]) | 64 MiB | none |
+/// | connections ([`ServerConfig::max_connections`]) | 100 000 | `worker_connections 512` per worker |
+/// | connections per source IP ([`DEFAULT_MAX_CONNECTIONS_PER_IP`]) | 1 024 | `limit_conn`: none |
+/// | listen backlog ([`DEFAULT_BACKLOG`]) | 4 096 | `backlog=511` |
+/// | linger at close ([`ConnConfig::linger`]) | 5 s | `lingering_timeout 5s` |
+/// | TLS handshake (chitchat-tokio's `TlsServer`) | 10 s, 16 KiB, 1 024 at once | `ssl_handshake_timeout 60s` (stream) |
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerConfig {
     /// Applied to every accepted connection.
     pub conn: ConnConfig,
-    /// Connections served at once; more are closed at accept, with a refusal event.
+    /// Connections served at once (closing ones included: they still hold a
+    /// socket); more are closed at accept, with a refusal event.
     pub max_connections: usize,
+    /// Connections one source IP may hold at once (see
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_IP`]); `usize::MAX` turns the limit off. Unix
+    /// socket peers count only in `max_connections`.
+    pub max_connections_per_ip: usize,
     /// Pending connections the kernel queues before `accept` (see [`DEFAULT_BACKLOG`]).
     pub backlog: u32,
     /// Memory all connections together may hold for unfinished frames (the read
     /// buffers they keep while a frame is incomplete, counted by capacity); past it
     /// the connection holding the most is shed (see [`DEFAULT_PARTIAL_FRAME_BUDGET`]).
     pub partial_frame_budget: usize,
-    /// Events kept for a reader of the event stream; when it is full the oldest
-    /// event is dropped and counted, so an unread stream never slows the server.
+    /// Events kept for each subscriber of the event stream; one that falls further
+    /// behind loses its oldest and counts them, so a slow reader never slows the
+    /// server.
     pub event_capacity: usize,
 }
 
@@ -292,6 +312,7 @@ impl Default for ServerConfig {
                 ..ConnConfig::default()
             },
             max_connections: 100_000,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             backlog: DEFAULT_BACKLOG,
             partial_frame_budget: DEFAULT_PARTIAL_FRAME_BUDGET,
             event_capacity: 1024,
@@ -309,6 +330,10 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Events kept for a reader of the event stream (see [`ServerConfig`]).
     pub event_capacity: usize,
+    /// Without a handler, received frames wait for the client's reader (its
+    /// `Stream`); past this many bytes the client stops reading from the socket
+    /// until the reader catches up (see [`DEFAULT_MAX_INBOUND`]).
+    pub max_inbound: usize,
 }
 
 impl Default for ClientConfig {
@@ -317,6 +342,7 @@ impl Default for ClientConfig {
             conn: ConnConfig::default(),
             connect_timeout: Duration::from_secs(10),
             event_capacity: 64,
+            max_inbound: DEFAULT_MAX_INBOUND,
         }
     }
 }

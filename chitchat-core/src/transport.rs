@@ -171,7 +171,7 @@ pub trait Listener: Send + 'static {
 /// assert_eq!(reported.addr(), peer);
 /// ```
 #[derive(Debug, thiserror::Error)]
-#[error("connection from {peer} failed before it was established")]
+#[error("connection from {peer} failed before it was established: {source}")]
 #[non_exhaustive]
 pub struct PeerFailed {
     /// The peer whose connection failed.

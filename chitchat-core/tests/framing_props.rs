@@ -10,7 +10,8 @@
 
 use bytes::Buf;
 use bytes::{Bytes, BytesMut};
-use chitchat_core::{Delimiter, EncodeError, Frame, FrameConfig, FrameError, FrameExtent, Framer};
+use chitchat_core::backend::{lend_frame, FrameExtent, LocateFrames};
+use chitchat_core::{Delimiter, EncodeError, FrameConfig, FrameError, Framer};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
@@ -267,7 +268,7 @@ fn feed_in_place<'a>(
     let mut outcomes = Vec::new();
     let take = |buf: &mut BytesMut, extent: FrameExtent, outcomes: &mut Vec<Outcome>| {
         let index = outcomes.len() % 64;
-        let frame = Frame::new(buf, extent);
+        let frame = lend_frame(buf, extent);
         if keep >> index & 1 == 1 {
             outcomes.push(Ok(frame.into_bytes()));
         } else {
@@ -289,9 +290,9 @@ fn feed_in_place<'a>(
     };
     for chunk in chunks {
         buf.extend_from_slice(chunk);
-        drain(framer, &mut buf, Framer::find_frame);
+        drain(framer, &mut buf, Framer::locate_frame);
     }
-    drain(framer, &mut buf, Framer::find_frame_eof);
+    drain(framer, &mut buf, Framer::locate_frame_at_eof);
     assert!(buf.is_empty(), "bytes left in the buffer after EOF");
     outcomes
 }
@@ -500,7 +501,7 @@ proptest! {
 
     /// Any payload without the delimiter is encodable (given room for it), and in
     /// any chunking the peer reads back exactly it, a trailing `\r` included;
-    /// `encode_from_frame` writes the frames read back the same way.
+    /// `encode_part_of_frame` writes the frames read back the same way.
     #[test]
     fn any_payload_without_the_delimiter_round_trips(
         (delimiter, payloads, chunking) in proptest::sample::select(&DELIMITERS[..3])
@@ -526,7 +527,7 @@ proptest! {
 
         let mut echoed = BytesMut::new();
         for frame in decoded.iter().flatten() {
-            encoder.encode_from_frame(frame, &mut echoed);
+            encoder.encode_part_of_frame(frame, &mut echoed);
         }
         prop_assert_eq!(&echoed[..], &wire[..]);
     }

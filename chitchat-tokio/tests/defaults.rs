@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use chitchat_core::{
-    Addr, ConnError, Event, DEFAULT_FRAME_TIMEOUT, DEFAULT_SERVER_IDLE_TIMEOUT,
+    Addr, ConnError, ConnEvent, Events, DEFAULT_FRAME_TIMEOUT, DEFAULT_SERVER_IDLE_TIMEOUT,
     DEFAULT_WRITE_TIMEOUT,
 };
 use chitchat_tokio::Server;
@@ -51,11 +51,10 @@ async fn until_closed(stream: &mut TcpStream) {
     .expect("the peer is held for good");
 }
 
-/// The first error the server reports.
-async fn first_error(server: &Server) -> ConnError {
-    let mut events = server.events();
+/// The first error on `events` (a subscription taken before the peer connects).
+async fn first_error(events: &mut Events<ConnEvent>) -> ConnError {
     while let Some(event) = events.next().await {
-        if let Event::Error(err) = event {
+        if let ConnEvent::Error(err) = event {
             return err;
         }
     }
@@ -65,6 +64,7 @@ async fn first_error(server: &Server) -> ConnError {
 #[tokio::test(start_paused = true)]
 async fn a_silent_peer_is_closed_after_the_default_idle_timeout() {
     let server = default_server().await;
+    let mut events = server.events();
     let began = Instant::now();
     let mut peer = connect(&server).await;
     until_closed(&mut peer).await;
@@ -74,7 +74,7 @@ async fn a_silent_peer_is_closed_after_the_default_idle_timeout() {
             .contains(&held),
         "closed after {held:?}"
     );
-    let err = first_error(&server).await;
+    let err = first_error(&mut events).await;
     let us = Addr::from(peer.local_addr().unwrap());
     assert!(
         matches!(err, ConnError::IdleTimeout { peer, after }
@@ -87,6 +87,7 @@ async fn a_silent_peer_is_closed_after_the_default_idle_timeout() {
 #[tokio::test(start_paused = true)]
 async fn a_peer_trickling_a_frame_is_closed_after_the_default_frame_timeout() {
     let server = default_server().await;
+    let mut events = server.events();
     let mut peer = connect(&server).await;
     let began = Instant::now();
     // One byte every 10 s: never idle for long, never a whole frame.
@@ -108,7 +109,7 @@ async fn a_peer_trickling_a_frame_is_closed_after_the_default_frame_timeout() {
         (DEFAULT_FRAME_TIMEOUT..DEFAULT_FRAME_TIMEOUT + Duration::from_secs(21)).contains(&held),
         "noticed after {held:?}"
     );
-    let err = first_error(&server).await;
+    let err = first_error(&mut events).await;
     assert!(
         matches!(err, ConnError::FrameTimeout { after, .. } if after == DEFAULT_FRAME_TIMEOUT),
         "{err}"
@@ -119,6 +120,7 @@ async fn a_peer_trickling_a_frame_is_closed_after_the_default_frame_timeout() {
 #[tokio::test(start_paused = true)]
 async fn a_peer_that_never_reads_is_dropped_after_the_default_write_timeout() {
     let server = default_server().await;
+    let mut events = server.events();
     let mut peer = connect(&server).await;
     // Whole frames, one write each, with a pause that lets the server read each
     // one whole: when it stops reading (its replies have nowhere to go), it holds
@@ -135,7 +137,7 @@ async fn a_peer_that_never_reads_is_dropped_after_the_default_write_timeout() {
         }
     };
     let stalled_at = stalled.await.expect("the server closed while we wrote");
-    let err = timeout(FOREVER, first_error(&server))
+    let err = timeout(FOREVER, first_error(&mut events))
         .await
         .expect("the non-reader is held for good");
     assert!(

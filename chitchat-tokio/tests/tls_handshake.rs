@@ -14,16 +14,14 @@ mod reliability_util;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chitchat_core::{Addr, ConnError, ConnErrorKind};
 use chitchat_tokio::{Client, Server, ServerBuilder, TlsClient, TlsServer};
+use futures::StreamExt;
 use reliability_util::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
 
@@ -60,34 +58,25 @@ async fn tls_echo_server(
 
 /// A real TLS client of the echo server, checking every echo.
 struct RealClient {
-    client: Client<Mutex<mpsc::UnboundedSender<Bytes>>>,
-    echoes: mpsc::UnboundedReceiver<Bytes>,
+    client: Client,
     sent: usize,
 }
 
 impl RealClient {
     async fn connect(addr: Addr, tls: &TlsClient) -> RealClient {
-        let (tx, echoes) = mpsc::unbounded_channel();
-        let client = Client::with_state(addr, Mutex::new(tx))
-            .on_frame(|ctx, frame| {
-                let _ = ctx.state().lock().unwrap().send(frame.into_bytes());
-            })
+        let client = Client::builder(addr)
             .connect_timeout(PROMPT)
             .connect_with(tls)
             .await
-            .unwrap_or_else(|err| panic!("a real client cannot connect: {err:#}"));
-        RealClient {
-            client,
-            echoes,
-            sent: 0,
-        }
+            .unwrap_or_else(|err| panic!("a real client cannot connect: {err}"));
+        RealClient { client, sent: 0 }
     }
 
     /// One frame and its echo.
     async fn round(&mut self) {
         let frame = payload(0, self.sent);
-        self.client.write(&frame).expect("write");
-        let echo = timeout(PROMPT, self.echoes.recv())
+        self.client.send(&frame).await.expect("send");
+        let echo = timeout(PROMPT, self.client.next())
             .await
             .unwrap_or_else(|_| panic!("echo {} late", self.sent))
             .expect("the connection stays open");
@@ -447,9 +436,10 @@ fn oversized_client_hellos_are_cut_at_the_cap_and_memory_comes_back() {
 /// 100 connections in a row send bytes that are no TLS at all, then a real client
 /// connects.
 ///
-/// Pass: each is reported as `ConnError::Handshake` naming it; the accept loop does
-/// not back off (no `Accept` error, and the real client, queued behind all 100, is
-/// served within `PROMPT`: backing off 10 ms to 1 s after each would take minutes).
+/// Pass: each is reported as `ConnError::Handshake` naming it and its cause; the
+/// accept loop does not back off (no `Accept` error, and the real client, queued
+/// behind all 100, is served within `PROMPT`: backing off 10 ms to 1 s after each
+/// would take minutes).
 #[test]
 fn failed_handshakes_are_reported_and_do_not_slow_accepting() {
     run(|| async {
@@ -477,9 +467,10 @@ fn failed_handshakes_are_reported_and_do_not_slow_accepting() {
             .into_iter()
             .find(|e| matches!(e, ConnError::Handshake { .. }))
             .unwrap();
+        let cause = std::error::Error::source(&err).unwrap().to_string();
         assert_eq!(
             err.to_string(),
-            format!("handshake with {} failed", err.addr())
+            format!("handshake with {} failed: {cause}", err.addr())
         );
         assert_eq!(server.stats().errors.get(ConnErrorKind::Accept), 0);
         server.cut().await;

@@ -1,9 +1,9 @@
 //! Fuzz target for chitchat-core's `Framer`: any bytes, cut into any chunks, must
 //! split exactly as the same bytes fed at once, and as an independent reference
 //! split written from the framer's documented contract, whether frames are taken
-//! with `decode` or located in place with `find_frame` (the engine's path, each
+//! with `decode` or located in place with `locate_frame` (the engine's path, each
 //! frame lent as a `Frame`, then kept or skipped); every frame found, written back
-//! with `encode` or `encode_from_frame` (an echo), splits into the same frames;
+//! with `encode` or `encode_part_of_frame` (an echo), splits into the same frames;
 //! nothing may panic.
 //!
 //! Input layout (all of it chosen by the fuzzer):
@@ -15,7 +15,8 @@
 #![no_main]
 
 use bytes::{Buf, Bytes, BytesMut};
-use chitchat_core::{Delimiter, Frame, FrameConfig, FrameError, FrameExtent, Framer};
+use chitchat_core::backend::{lend_frame, FrameExtent, LocateFrames};
+use chitchat_core::{Delimiter, FrameConfig, FrameError, Framer};
 use libfuzzer_sys::fuzz_target;
 
 /// One outcome of splitting, in stream order.
@@ -70,7 +71,7 @@ fn split_in_place<'a>(config: FrameConfig, chunks: impl Iterator<Item = &'a [u8]
             Ok(None) => return false,
             Err(err) => return push(out, Err(err)),
         };
-        let frame = Frame::new(buf, extent);
+        let frame = lend_frame(buf, extent);
         if out.len() % 2 == 0 {
             out.push(Out::Frame(frame.into_bytes()));
         } else {
@@ -82,12 +83,12 @@ fn split_in_place<'a>(config: FrameConfig, chunks: impl Iterator<Item = &'a [u8]
     for chunk in chunks {
         buf.extend_from_slice(chunk);
         while {
-            let found = framer.find_frame(&mut buf);
+            let found = framer.locate_frame(&mut buf);
             take(&mut buf, found, &mut out)
         } {}
     }
     while {
-        let found = framer.find_frame_eof(&mut buf);
+        let found = framer.locate_frame_at_eof(&mut buf);
         take(&mut buf, found, &mut out)
     } {}
     assert!(buf.is_empty(), "bytes left after EOF");
@@ -149,9 +150,9 @@ fn check_echo(config: FrameConfig, split_out: &[Out]) {
         framer
             .encode(frame, &mut wire)
             .expect("a frame the framer found is encodable");
-        framer.encode_from_frame(frame, &mut from_frame);
+        framer.encode_part_of_frame(frame, &mut from_frame);
     }
-    assert_eq!(wire, from_frame, "encode and encode_from_frame differ");
+    assert_eq!(wire, from_frame, "encode and encode_part_of_frame differ");
     let echoed = split(config, std::iter::once(&wire[..]));
     let expected: Vec<Out> = frames.into_iter().cloned().map(Out::Frame).collect();
     assert_eq!(echoed, expected, "an echo does not split into the same frames");

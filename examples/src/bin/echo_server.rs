@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chitchat_core::{
-    Addr, Delimiter, EventStream, UnixAddr, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND,
+    Addr, ConnEvent, Delimiter, Events, UnixAddr, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND,
     DEFAULT_PARTIAL_FRAME_BUDGET,
 };
 use chitchat_examples::{parse_delimiter, parse_timeout, Timeout, TimeoutFlags};
@@ -74,6 +74,10 @@ struct Args {
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
 
+    /// Connections one client IP may hold at once [default: 1024].
+    #[arg(long, value_name = "N")]
+    max_connections_per_ip: Option<usize>,
+
     /// With TLS: close a connection whose handshake is not done this long after it
     /// was accepted; 0: never.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_timeout)]
@@ -119,11 +123,14 @@ async fn run() -> anyhow::Result<ExitCode> {
             // It fails when the client does not read its replies (the engine then
             // drops it) or the connection is closing: that echo is lost, say so.
             if let Err(err) = ctx.reply(&frame) {
-                eprintln!("error: echo of {} bytes lost: {err:#}", frame.len());
+                eprintln!("error: echo of {} bytes lost: {err}", frame.len());
             }
         });
     if let Some(max) = args.max_connections {
         builder = builder.max_connections(max);
+    }
+    if let Some(max) = args.max_connections_per_ip {
+        builder = builder.max_connections_per_ip(max);
     }
     // Bound when this returns; a bind error names the address.
     // The same engine on every transport.
@@ -172,10 +179,10 @@ async fn run() -> anyhow::Result<ExitCode> {
 }
 
 /// Prints every error to stderr; each names its peer.
-async fn log_errors(mut events: EventStream) {
+async fn log_errors(mut events: Events<ConnEvent>) {
     while let Some(event) = events.next().await {
         if let Some(err) = event.as_error() {
-            eprintln!("error: {:#}", anyhow::Error::from(err.clone()));
+            eprintln!("error: {err}");
         }
     }
 }
