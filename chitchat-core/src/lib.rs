@@ -7,8 +7,7 @@
 //!
 //! # Layout
 //! - `frame`: the [`Framer`], a sans-IO state machine: bytes in, frames out.
-//! - `config`: delimiter, limits, timeouts and their defaults (a table of them,
-//!   beside nginx's, in its docs).
+//! - `config`: delimiter, limits, timeouts and their defaults.
 //! - `transport`: the [`Connection`], [`Listener`], [`Binder`] and [`Connector`]
 //!   traits every backend transport implements.
 //! - `context`: the [`Frame`] and the [`ReadContext`] a handler gets.
