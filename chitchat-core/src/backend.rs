@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use crate::addr::Addr;
 use crate::conn_event::{CloseEvent, CloseReason, ConnStats};
 use crate::context::Frame;
-use crate::frame::{EncodeError, FrameError, Framer};
+use crate::frame::{FrameError, Framer};
 
 pub use crate::frame::FrameExtent;
 pub use crate::stats::ErrorCounters;
@@ -49,13 +49,11 @@ pub trait LocateFrames {
     ) -> Result<Option<FrameExtent>, FrameError>;
 
     /// [`Framer::encode`] for a payload cut from a frame this framer located (an
-    /// echo, or part of a frame): such bytes hold no delimiter and fit the limit,
-    /// so they are not searched again. Given other bytes it may write what the peer
-    /// splits; `encode` is the default.
-    ///
-    /// # Errors
-    /// As [`Framer::encode`], for the checks that remain.
-    fn encode_part_of_frame(&self, payload: &[u8], dst: &mut BytesMut) -> Result<(), EncodeError>;
+    /// echo, or part of a frame): such bytes hold no delimiter and fit the limit
+    /// (a frame ending in `'\r'` arrived with a second `'\r'` that counted against
+    /// it), so nothing is checked and they are not searched again. Given other
+    /// bytes it may write what the peer splits or refuses; `encode` is the default.
+    fn encode_part_of_frame(&self, payload: &[u8], dst: &mut BytesMut);
 
     /// True while a frame has begun and not ended: bytes of it are in `buf`, or the
     /// rest of an oversized one is being skipped. A deadline on frame completion
@@ -77,7 +75,7 @@ impl LocateFrames for Framer {
     }
 
     #[inline]
-    fn encode_part_of_frame(&self, payload: &[u8], dst: &mut BytesMut) -> Result<(), EncodeError> {
+    fn encode_part_of_frame(&self, payload: &[u8], dst: &mut BytesMut) {
         self.encode_from_frame(payload, dst)
     }
 

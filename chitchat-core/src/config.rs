@@ -11,8 +11,12 @@
 //! let mut config = ServerConfig::default();
 //! config.conn.frame.delimiter = Delimiter::Byte(b';');
 //! config.conn.idle_timeout = Some(Duration::from_secs(30));
+//! config.conn.write_timeout = None; // off: a peer that stops reading is held
 //! config.max_connections = 10_000;
 //! ```
+//!
+//! Every limit is on by default; [`ServerConfig`] has the table of the defaults,
+//! beside nginx's, and each constant says how its value was chosen.
 
 use std::time::Duration;
 
@@ -44,6 +48,26 @@ pub const DEFAULT_MAX_INBOUND: usize = 4 * DEFAULT_MAX_FRAME_LEN;
 /// retry); the kernel caps this value at `net.core.somaxconn` anyway.
 pub const DEFAULT_BACKLOG: u32 = 4096;
 
+/// Default frame-completion deadline: once a frame has begun, its end must arrive
+/// within this time, or the connection is closed. nginx gives a request header the
+/// same 60 s (`client_header_timeout`); a peer trickling a frame byte by byte to
+/// hold its memory (slowloris) is bounded by it, while a 64 KiB frame fits it down
+/// to about 1 KiB/s.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default write timeout: a peer that takes none of our output for this long is
+/// dropped, as nginx's `send_timeout` (60 s) does. Longer than any pause of a live
+/// reader (a TCP retransmission backs off to a minute only after minutes of loss).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default idle timeout of a server's connections: one that sends nothing at all
+/// for this long is closed. chitchat's protocols are sessions that may stay quiet
+/// between messages (nginx's 75 s is for an HTTP client between requests), so it
+/// is longer; short enough that a flood of silent connections is reclaimed within
+/// minutes. Clients have none by default: a client chose its server, which may
+/// legitimately speak rarely, and keepalive notices one that vanished.
+pub const DEFAULT_SERVER_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How a byte stream is cut into frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Delimiter {
@@ -68,6 +92,73 @@ impl Delimiter {
             0 => Delimiter::Eof,
             byte => Delimiter::Byte(byte),
         }
+    }
+}
+
+/// Default TCP keepalive idle time: a peer silent this long is probed. Well under
+/// the idle timeouts of NATs and load balancers (AWS NLB 350 s, Azure LB 4 min,
+/// many home routers 5 min), so the probes also keep those paths open; one small
+/// packet a minute per idle connection (1 700 a second for 100 000) costs nothing.
+pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+
+/// Default time between unanswered keepalive probes.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Default unanswered probes before the connection is dropped: five lost in a row,
+/// over 50 s, is no passing loss. A peer that vanished without a word is dropped
+/// 110 s after it last spoke, before the 300 s idle timeout of a server would.
+pub const DEFAULT_KEEPALIVE_RETRIES: u32 = 5;
+
+/// TCP keepalive: how the socket probes a silent peer, so that one that vanished
+/// without closing (power lost, cable pulled, NAT state dropped) is noticed. The
+/// connection then fails with a transport error (`TimedOut`), as if reset.
+///
+/// Probes go out only while nothing is in flight: a peer that does not acknowledge
+/// our data is the write timeout's case.
+///
+/// ```
+/// use chitchat_core::Keepalive;
+/// use std::time::Duration;
+///
+/// let mut keepalive = Keepalive::default();
+/// keepalive.idle = Duration::from_secs(30);
+/// assert_eq!(keepalive.dead_after(), Duration::from_secs(80));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Keepalive {
+    /// Silence before the first probe (`TCP_KEEPIDLE`).
+    pub idle: Duration,
+    /// Time between unanswered probes (`TCP_KEEPINTVL`).
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped (`TCP_KEEPCNT`).
+    pub retries: u32,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Keepalive {
+            idle: DEFAULT_KEEPALIVE_IDLE,
+            interval: DEFAULT_KEEPALIVE_INTERVAL,
+            retries: DEFAULT_KEEPALIVE_RETRIES,
+        }
+    }
+}
+
+impl Keepalive {
+    /// Probes after `idle`, every `interval`, dropping after `retries` unanswered.
+    pub fn new(idle: Duration, interval: Duration, retries: u32) -> Self {
+        Keepalive {
+            idle,
+            interval,
+            retries,
+        }
+    }
+
+    /// How long after the peer last spoke a vanished peer is dropped.
+    pub fn dead_after(&self) -> Duration {
+        self.idle
+            .saturating_add(self.interval.saturating_mul(self.retries))
     }
 }
 
@@ -115,7 +206,8 @@ pub enum OversizePolicy {
     SkipFrame,
 }
 
-/// Settings of one connection, the same on the server and the client side.
+/// Settings of one connection, the same on the server and the client side (but for
+/// the idle timeout's default).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnConfig {
@@ -124,14 +216,16 @@ pub struct ConnConfig {
     /// What an oversized incoming frame costs the connection.
     pub oversize: OversizePolicy,
     /// Close the connection when nothing at all arrives for this long; restarts on
-    /// every read. `None`: wait forever.
+    /// every read. `None`: wait forever. Default: [`DEFAULT_SERVER_IDLE_TIMEOUT`]
+    /// on a server ([`ServerConfig::default`]), `None` on a client.
     pub idle_timeout: Option<Duration>,
     /// Close the connection when a frame, once begun, is not finished within this
     /// time: bounds a peer that trickles one byte just inside the idle timeout.
-    /// `None`: no limit.
+    /// `None`: no limit. Default: [`DEFAULT_FRAME_TIMEOUT`].
     pub frame_timeout: Option<Duration>,
     /// Close the connection when queued output makes no progress for this long (the
     /// peer stopped reading). `None`: wait forever, bounded by `max_outbound` only.
+    /// Default: [`DEFAULT_WRITE_TIMEOUT`].
     pub write_timeout: Option<Duration>,
     /// Most bytes queued for the peer and not yet accepted by the transport. Past it
     /// the server drops the peer (it does not read); a client's write is refused. An
@@ -140,6 +234,10 @@ pub struct ConnConfig {
     /// How long a closing connection may spend writing out what is already queued
     /// before it is dropped regardless.
     pub linger: Duration,
+    /// TCP keepalive on the connection's socket, to notice a peer that vanished
+    /// without closing. `None`: no probes, such a peer is held until a timeout (or
+    /// forever). Transports without keepalive ignore it.
+    pub keepalive: Option<Keepalive>,
 }
 
 impl Default for ConnConfig {
@@ -148,16 +246,40 @@ impl Default for ConnConfig {
             frame: FrameConfig::default(),
             oversize: OversizePolicy::Close,
             idle_timeout: None,
-            frame_timeout: None,
-            write_timeout: None,
+            frame_timeout: Some(DEFAULT_FRAME_TIMEOUT),
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
             max_outbound: DEFAULT_MAX_OUTBOUND,
             linger: Duration::from_secs(5),
+            keepalive: Some(Keepalive::default()),
         }
     }
 }
 
-/// Settings of a server: one [`ConnConfig`] for every accepted connection, plus the
-/// listener's own limits.
+/// Settings of a server: one [`ConnConfig`] for every accepted connection (with the
+/// idle timeout on: [`DEFAULT_SERVER_IDLE_TIMEOUT`]), plus the listener's own limits.
+///
+/// # Defaults
+/// Every limit is on by default, with a value meant for a server facing the
+/// internet; each `DEFAULT_*` constant says how it was chosen, and each can be turned
+/// off (`None`, or `usize::MAX` for a size). nginx's defaults are beside them for
+/// comparison (nginx serves HTTP requests, chitchat long-lived sessions, so the idle
+/// time is longer here).
+///
+/// | setting | chitchat | nginx |
+/// | --- | --- | --- |
+/// | frame must be complete within ([`DEFAULT_FRAME_TIMEOUT`]) | 60 s | `client_header_timeout 60s` |
+/// | idle read timeout, server ([`DEFAULT_SERVER_IDLE_TIMEOUT`]) | 300 s | `keepalive_timeout 75s` |
+/// | idle read timeout, client | none | (`proxy_read_timeout 60s`) |
+/// | write makes no progress for ([`DEFAULT_WRITE_TIMEOUT`]) | 60 s | `send_timeout 60s` |
+/// | TCP keepalive ([`Keepalive::default`]) | on: 60 s idle, 10 s × 5 probes | `so_keepalive=off` |
+/// | largest frame ([`DEFAULT_MAX_FRAME_LEN`]) | 64 KiB | `large_client_header_buffers 4 8k`, `client_max_body_size 1m` |
+/// | output queued per peer ([`DEFAULT_MAX_OUTBOUND`]) | 256 KiB | (`proxy_buffers 8 4k\|8k`) |
+/// | unfinished frames, all peers ([`DEFAULT_PARTIAL_FRAME_BUDGET`]) | 64 MiB | none |
+/// | connections ([`ServerConfig::max_connections`]) | 100 000 | `worker_connections 512` per worker |
+/// | connections per source IP ([`DEFAULT_MAX_CONNECTIONS_PER_IP`]) | 1 024 | `limit_conn`: none |
+/// | listen backlog ([`DEFAULT_BACKLOG`]) | 4 096 | `backlog=511` |
+/// | linger at close ([`ConnConfig::linger`]) | 5 s | `lingering_timeout 5s` |
+/// | TLS handshake (chitchat-tokio's `TlsServer`) | 10 s, 16 KiB, 1 024 at once | `ssl_handshake_timeout 60s` (stream) |
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerConfig {
@@ -185,7 +307,10 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            conn: ConnConfig::default(),
+            conn: ConnConfig {
+                idle_timeout: Some(DEFAULT_SERVER_IDLE_TIMEOUT),
+                ..ConnConfig::default()
+            },
             max_connections: 100_000,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             backlog: DEFAULT_BACKLOG,
@@ -218,6 +343,24 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             event_capacity: 64,
             max_inbound: DEFAULT_MAX_INBOUND,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_limit_is_on_by_default_but_a_clients_idle_timeout() {
+        let server = ServerConfig::default().conn;
+        assert_eq!(server.idle_timeout, Some(DEFAULT_SERVER_IDLE_TIMEOUT));
+        let client = ClientConfig::default().conn;
+        assert_eq!(client.idle_timeout, None);
+        for conn in [server, client] {
+            assert_eq!(conn.frame_timeout, Some(DEFAULT_FRAME_TIMEOUT));
+            assert_eq!(conn.write_timeout, Some(DEFAULT_WRITE_TIMEOUT));
+            assert_eq!(conn.keepalive, Some(Keepalive::default()));
         }
     }
 }

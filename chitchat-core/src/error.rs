@@ -231,6 +231,17 @@ pub enum ConnError {
         #[source]
         source: Arc<io::Error>,
     },
+    /// The peer's connection failed before it was established (its TLS handshake
+    /// failed, timed out or was too long): it never reached a handler, and counts
+    /// as no connection (no close event). The listener accepts on at once.
+    #[error("handshake with {peer} failed: {source}")]
+    Handshake {
+        /// The peer.
+        peer: Addr,
+        /// Why it failed.
+        #[source]
+        source: Arc<io::Error>,
+    },
 }
 
 /// The kind of a [`ConnError`], without its data: easy to match and compare.
@@ -250,11 +261,12 @@ pub enum ConnErrorKind {
     HandlerPanic,
     Io,
     Accept,
+    Handshake,
 }
 
 impl ConnErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ConnErrorKind; 12] = [
+    pub const ALL: [ConnErrorKind; 13] = [
         ConnErrorKind::FrameTooLong,
         ConnErrorKind::TruncatedFrame,
         ConnErrorKind::IdleTimeout,
@@ -267,6 +279,7 @@ impl ConnErrorKind {
         ConnErrorKind::HandlerPanic,
         ConnErrorKind::Io,
         ConnErrorKind::Accept,
+        ConnErrorKind::Handshake,
     ];
 
     /// Position in [`ALL`](Self::ALL), for counting by kind.
@@ -291,6 +304,7 @@ impl ConnError {
             ConnError::HandlerPanic { .. } => ConnErrorKind::HandlerPanic,
             ConnError::Io { .. } => ConnErrorKind::Io,
             ConnError::Accept { .. } => ConnErrorKind::Accept,
+            ConnError::Handshake { .. } => ConnErrorKind::Handshake,
         }
     }
 
@@ -307,7 +321,8 @@ impl ConnError {
             | ConnError::Refused { peer, .. }
             | ConnError::RefusedPerIp { peer, .. }
             | ConnError::HandlerPanic { peer, .. }
-            | ConnError::Io { peer, .. } => *peer,
+            | ConnError::Io { peer, .. }
+            | ConnError::Handshake { peer, .. } => *peer,
             ConnError::Accept { local, .. } => *local,
         }
     }

@@ -3,19 +3,24 @@
 //! A backend reads from its transport into a `BytesMut` and hands that buffer to
 //! [`Framer::decode`] until it returns `Ok(None)` ("need more bytes"); at end of stream
 //! it calls [`Framer::decode_eof`]. Outgoing payloads go through [`Framer::encode`],
-//! which refuses anything the peer's framer would split or reject.
+//! which refuses anything the peer's framer would split or reject, and writes every
+//! other payload so that the peer reads back exactly it (with delimiter `\n`, a
+//! payload ending in `'\r'` is followed by `"\r\n"`: the peer strips one `'\r'`).
 //!
 //! Frames are never copied. `decode` splits each off as a `Bytes` view of the read
 //! buffer; backends only locate it ([`backend::LocateFrames`](crate::backend::LocateFrames)),
 //! so the engine can lend it to the handler where it lies and skip it afterwards,
-//! with no reference counting per frame. The delimiter search resumes where the last one stopped, so a frame that
-//! trickles in one byte per read costs O(n) in total, not O(n²).
+//! with no reference counting per frame. The delimiter search resumes where the last
+//! one stopped, so a frame that trickles in one byte per read costs O(n) in total,
+//! not O(n²).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::config::{Delimiter, FrameConfig};
 
-/// Cuts a byte stream into frames (see the [module docs](self)).
+/// Cuts a byte stream into frames: bytes in, frames out, no I/O. A backend feeds
+/// its read buffer to [`decode`](Self::decode) until it returns `Ok(None)`, and calls
+/// [`decode_eof`](Self::decode_eof) at the end of the stream.
 ///
 /// ```
 /// use bytes::BytesMut;
@@ -93,7 +98,9 @@ pub enum EncodeError {
     /// Longer than the configured maximum frame length.
     #[error("payload of {len} bytes exceeds the {limit}-byte frame limit")]
     TooLong {
-        /// The payload length.
+        /// The payload's length as the peer's framer counts it: with delimiter
+        /// `\n`, a payload ending in `'\r'` counts one byte more, the `'\r'` written
+        /// after it (see [`Framer::encode`]).
         len: usize,
         /// The configured maximum frame length.
         limit: usize,
@@ -104,9 +111,6 @@ pub enum EncodeError {
         /// Position of the first delimiter byte in the payload.
         offset: usize,
     },
-    /// Ends in `'\r'` with delimiter `'\n'`: the peer's CRLF handling would drop it.
-    #[error("payload ends in '\\r', which the peer would strip as part of CRLF")]
-    TrailingCarriageReturn,
 }
 
 impl Framer {
@@ -290,6 +294,12 @@ impl Framer {
 
     /// Appends `payload` and the delimiter to `dst`, or nothing at all.
     ///
+    /// Any payload without the delimiter and within the limit is written so that the
+    /// peer reads back exactly it. With delimiter `\n`, a payload ending in `'\r'` is
+    /// followed by `"\r\n"` rather than `"\n"`: the peer's CRLF handling strips
+    /// exactly one `'\r'`, the added one. That `'\r'` counts against the limit, as
+    /// the peer's framer counts it.
+    ///
     /// ```
     /// use bytes::BytesMut;
     /// use chitchat_core::{Delimiter, EncodeError, FrameConfig, Framer};
@@ -297,12 +307,13 @@ impl Framer {
     /// let framer = Framer::new(FrameConfig::new(Delimiter::Byte(b'\n')));
     /// let mut out = BytesMut::new();
     /// framer.encode(b"hi", &mut out).unwrap();
-    /// assert_eq!(&out[..], b"hi\n");
+    /// framer.encode(b"a\r", &mut out).unwrap();
+    /// assert_eq!(&out[..], b"hi\na\r\r\n");
     /// assert_eq!(
     ///     framer.encode(b"a\nb", &mut out),
     ///     Err(EncodeError::ContainsDelimiter { offset: 1 })
     /// );
-    /// assert_eq!(&out[..], b"hi\n"); // unchanged
+    /// assert_eq!(&out[..], b"hi\na\r\r\n"); // unchanged
     /// ```
     ///
     /// # Errors
@@ -310,49 +321,37 @@ impl Framer {
     /// frame; `dst` is then unchanged.
     pub fn encode(&self, payload: &[u8], dst: &mut BytesMut) -> Result<(), EncodeError> {
         self.check_payload(payload)?;
-        match self.config.delimiter {
-            Delimiter::Byte(delimiter) => {
-                dst.reserve(payload.len() + 1);
-                dst.extend_from_slice(payload);
-                dst.put_u8(delimiter);
-            }
-            Delimiter::Eof => dst.extend_from_slice(payload),
-        }
+        self.write_frame(payload, dst);
         Ok(())
     }
 
     /// [`encode`](Self::encode) for a payload cut from a frame this framer found (an
-    /// echo, or part of a frame): such bytes hold no delimiter and fit the limit, so
-    /// only the trailing-`'\r'` check is left, and the payload is not searched again.
-    /// Given other bytes it may write what the peer splits; `encode` is the default.
-    ///
-    /// # Errors
-    /// [`EncodeError::TrailingCarriageReturn`] as in `encode`.
+    /// echo, or part of a frame): such bytes hold no delimiter and fit the limit
+    /// (a frame ending in `'\r'` arrived with a second `'\r'` that counted against
+    /// it), so nothing is checked and the payload is not searched again. Given
+    /// other bytes it may write what the peer splits or refuses; `encode` is the
+    /// default.
     #[inline]
-    pub(crate) fn encode_from_frame(
-        &self,
-        payload: &[u8],
-        dst: &mut BytesMut,
-    ) -> Result<(), EncodeError> {
-        debug_assert!(
-            !matches!(
-                self.check_payload(payload),
-                Err(EncodeError::TooLong { .. } | EncodeError::ContainsDelimiter { .. })
-            ),
-            "not bytes of a frame"
-        );
+    pub(crate) fn encode_from_frame(&self, payload: &[u8], dst: &mut BytesMut) {
+        debug_assert_eq!(self.check_payload(payload), Ok(()), "not bytes of a frame");
+        self.write_frame(payload, dst);
+    }
+
+    /// Writes a checked payload and what ends it on the wire.
+    #[inline]
+    fn write_frame(&self, payload: &[u8], dst: &mut BytesMut) {
         match self.config.delimiter {
             Delimiter::Byte(delimiter) => {
-                if delimiter == b'\n' && payload.last() == Some(&b'\r') {
-                    return Err(EncodeError::TrailingCarriageReturn);
-                }
-                dst.reserve(payload.len() + 1);
+                let cr = needs_extra_cr(delimiter, payload);
+                dst.reserve(payload.len() + 1 + usize::from(cr));
                 dst.extend_from_slice(payload);
+                if cr {
+                    dst.put_u8(b'\r');
+                }
                 dst.put_u8(delimiter);
             }
             Delimiter::Eof => dst.extend_from_slice(payload),
         }
-        Ok(())
     }
 
     /// The checks of [`encode`](Self::encode), without writing: for callers that
@@ -362,22 +361,27 @@ impl Framer {
     /// As `encode`.
     pub fn check_payload(&self, payload: &[u8]) -> Result<(), EncodeError> {
         let limit = self.config.max_frame_len;
-        if payload.len() > limit {
-            return Err(EncodeError::TooLong {
-                len: payload.len(),
-                limit,
-            });
-        }
-        if let Delimiter::Byte(delimiter) = self.config.delimiter {
-            if let Some(offset) = memchr::memchr(delimiter, payload) {
-                return Err(EncodeError::ContainsDelimiter { offset });
+        let len = match self.config.delimiter {
+            Delimiter::Byte(delimiter) => {
+                if let Some(offset) = memchr::memchr(delimiter, payload) {
+                    return Err(EncodeError::ContainsDelimiter { offset });
+                }
+                payload.len() + usize::from(needs_extra_cr(delimiter, payload))
             }
-            if delimiter == b'\n' && payload.last() == Some(&b'\r') {
-                return Err(EncodeError::TrailingCarriageReturn);
-            }
+            Delimiter::Eof => payload.len(),
+        };
+        if len > limit {
+            return Err(EncodeError::TooLong { len, limit });
         }
         Ok(())
     }
+}
+
+/// With delimiter `\n` the peer strips one `'\r'` before it: a payload ending in
+/// `'\r'` needs another one after it to arrive whole.
+#[inline]
+fn needs_extra_cr(delimiter: u8, payload: &[u8]) -> bool {
+    delimiter == b'\n' && payload.last() == Some(&b'\r')
 }
 
 #[cfg(test)]
@@ -394,23 +398,49 @@ mod tests {
         framer(Delimiter::Byte(b'\n'), 64)
     }
 
-    /// Every result of feeding `input` at once then hitting EOF.
     #[test]
-    fn encode_from_frame_checks_only_the_trailing_cr() {
+    fn encode_from_frame_writes_a_trailing_cr_twice() {
         let lf = lines();
         let mut out = BytesMut::new();
-        lf.encode_from_frame(b"ab", &mut out).unwrap();
-        lf.encode_from_frame(b"", &mut out).unwrap();
-        assert_eq!(
-            lf.encode_from_frame(b"a\r", &mut out),
-            Err(EncodeError::TrailingCarriageReturn)
-        );
-        assert_eq!(&out[..], b"ab\n\n");
+        lf.encode_from_frame(b"ab", &mut out);
+        lf.encode_from_frame(b"", &mut out);
+        lf.encode_from_frame(b"a\r", &mut out);
+        assert_eq!(&out[..], b"ab\n\na\r\r\n");
         let eof = framer(Delimiter::Eof, 64);
-        eof.encode_from_frame(b"a\r", &mut out).unwrap();
-        assert_eq!(&out[..], b"ab\n\na\r");
+        eof.encode_from_frame(b"a\r", &mut out);
+        assert_eq!(&out[..], b"ab\n\na\r\r\na\r");
     }
 
+    #[test]
+    fn a_trailing_cr_survives_the_round_trip() {
+        let mut out = BytesMut::new();
+        for payload in [&b"a\r"[..], b"\r", b"\r\r", b"a\rb"] {
+            lines().encode(payload, &mut out).unwrap();
+        }
+        let got = split_all(&mut lines(), &out);
+        assert_eq!(frames(&got), [&b"a\r"[..], b"\r", b"\r\r", b"a\rb"]);
+    }
+
+    #[test]
+    fn the_added_cr_counts_against_the_limit() {
+        let framer = framer(Delimiter::Byte(b'\n'), 4);
+        let mut out = BytesMut::new();
+        framer.encode(b"123\r", &mut out).unwrap_err();
+        assert_eq!(
+            framer.check_payload(b"123\r"),
+            Err(EncodeError::TooLong { len: 5, limit: 4 })
+        );
+        assert!(out.is_empty());
+        framer.encode(b"12\r", &mut out).unwrap();
+        framer.encode(b"1234", &mut out).unwrap();
+        let mut decoder = framer.clone();
+        assert_eq!(
+            frames(&split_all(&mut decoder, &out)),
+            [&b"12\r"[..], b"1234"]
+        );
+    }
+
+    /// Every result of feeding `input` at once then hitting EOF.
     fn split_all(framer: &mut Framer, input: &[u8]) -> Vec<Result<Bytes, FrameError>> {
         let mut buf = BytesMut::from(input);
         let mut out = Vec::new();
@@ -589,10 +619,6 @@ mod tests {
         assert_eq!(
             framer.encode(b"a\nb", &mut out),
             Err(EncodeError::ContainsDelimiter { offset: 1 })
-        );
-        assert_eq!(
-            framer.encode(b"ab\r", &mut out),
-            Err(EncodeError::TrailingCarriageReturn)
         );
         assert!(out.is_empty());
         framer.encode(b"1234", &mut out).unwrap();

@@ -22,6 +22,11 @@
 //!   address or a name to look up.
 //! - [`backend`]: what only backends need.
 //!
+//! # Configuration
+//! Every limit and timeout is on by default, with a value for a server facing the
+//! internet; [`ServerConfig`] has the table of the defaults beside nginx's, and each
+//! `DEFAULT_*` constant says why it is what it is.
+//!
 //! # Example
 //! A handler depends on this crate only, so it runs on any backend:
 //!
@@ -60,9 +65,11 @@ mod transport;
 pub use addr::{Addr, AddrParseError, UnixAddr, MAX_UNIX_NAME_LEN};
 pub use client::Client;
 pub use config::{
-    ClientConfig, ConnConfig, Delimiter, FrameConfig, OversizePolicy, ServerConfig,
-    DEFAULT_BACKLOG, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_INBOUND,
-    DEFAULT_MAX_OUTBOUND, DEFAULT_PARTIAL_FRAME_BUDGET,
+    ClientConfig, ConnConfig, Delimiter, FrameConfig, Keepalive, OversizePolicy, ServerConfig,
+    DEFAULT_BACKLOG, DEFAULT_FRAME_TIMEOUT, DEFAULT_KEEPALIVE_IDLE, DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_KEEPALIVE_RETRIES, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_FRAME_LEN,
+    DEFAULT_MAX_INBOUND, DEFAULT_MAX_OUTBOUND, DEFAULT_PARTIAL_FRAME_BUDGET,
+    DEFAULT_SERVER_IDLE_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
 };
 pub use conn_event::{CloseEvent, CloseReason, ConnEvent, ConnStats};
 pub use context::{Frame, ReadContext};
@@ -74,4 +81,4 @@ pub use peers::{Peers, PeersHandle};
 pub use server::{Server, ShutdownReport};
 pub use stats::{ErrorCounts, Stats};
 pub use target::Target;
-pub use transport::{BindOptions, Binder, Connection, Connector, Listener};
+pub use transport::{BindOptions, Binder, Connection, Connector, Listener, PeerFailed};

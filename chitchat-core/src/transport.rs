@@ -5,7 +5,9 @@
 //! - [`Binder`] turns an address into a [`Listener`] (server side);
 //! - [`Listener`] yields accepted [`Connection`]s;
 //! - [`Connector`] dials a [`Connection`] (client side);
-//! - [`Connection`] is one byte stream with half-close.
+//! - [`Connection`] is one byte stream with half-close;
+//! - [`PeerFailed`] is how a listener reports one peer whose connection failed
+//!   before it was established (a TLS handshake), apart from its own failures.
 //!
 //! The hot methods (read, write) are poll functions: they cost nothing per call, work
 //! on any executor, and let the engine drive reads, writes and timers of a connection
@@ -36,11 +38,14 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 
 use crate::addr::Addr;
+use crate::config::Keepalive;
+use crate::error::ConnError;
 
 /// One established byte stream.
 ///
@@ -98,6 +103,20 @@ pub trait Connection: Send + Unpin + 'static {
     /// # Errors
     /// Transport failures.
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Has the transport probe a silent peer as `keepalive` says (`None`: no
+    /// probes), so that one that vanished without closing is noticed: a read or
+    /// write then fails (`TimedOut`, as TCP reports it). The engine calls it once
+    /// per connection, accepted or dialed, before its first read or write, with
+    /// [`ConnConfig::keepalive`](crate::ConnConfig::keepalive). Transports with no
+    /// such mechanism keep the default, which does nothing.
+    ///
+    /// # Errors
+    /// When the transport cannot apply it; the engine then carries on without.
+    fn set_keepalive(&mut self, keepalive: Option<Keepalive>) -> io::Result<()> {
+        let _ = keepalive;
+        Ok(())
+    }
 }
 
 /// Accepts connections on a bound address. Dropping it stops listening.
@@ -107,9 +126,17 @@ pub trait Listener: Send + 'static {
 
     /// The next incoming connection and its peer address.
     ///
+    /// A listener that does more than accept (a TLS handshake, for instance) hands
+    /// out only connections that are established, and reports one that failed
+    /// before that as a [`PeerFailed`] carried in the error (see
+    /// [`PeerFailed::into_io_error`]).
+    ///
     /// # Errors
-    /// Per-connection failures (the peer gave up, out of file descriptors): the
-    /// listener stays usable, and the caller should back off before trying again.
+    /// A [`PeerFailed`] names one peer whose connection failed: the caller reports it
+    /// and accepts again at once. `ConnectionAborted` or `ConnectionReset` without
+    /// one: a peer gave up before it was accepted, nothing to report. Anything else
+    /// concerns the listener (out of file descriptors, say): it stays usable, and
+    /// the caller should back off before trying again.
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Conn, Addr)>>;
 
     /// The address actually bound (with the real port when port 0 was asked for).
@@ -117,6 +144,74 @@ pub trait Listener: Send + 'static {
     /// # Errors
     /// When the transport cannot tell.
     fn local_addr(&self) -> io::Result<Addr>;
+}
+
+/// One incoming connection failed before the listener could hand it out: its TLS
+/// handshake failed or timed out, for instance. The listener itself is fine.
+///
+/// A [`Listener`] returns it from `poll_accept` inside the `io::Error`, of kind
+/// `ConnectionAborted` (so an engine that does not look inside still takes it for
+/// a peer that left, and does not back off); an engine takes it back out with
+/// [`from_io_error`](Self::from_io_error) and reports it as
+/// [`ConnError::Handshake`].
+///
+/// ```
+/// use std::io;
+/// use chitchat_core::{Addr, ConnError, PeerFailed};
+///
+/// let peer: Addr = "192.0.2.7:40000".parse().unwrap();
+/// let timeout = io::Error::new(io::ErrorKind::TimedOut, "handshake not finished within 10s");
+/// // In the listener:
+/// let err: io::Error = PeerFailed::new(peer, timeout).into_io_error();
+/// assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+/// // In the engine:
+/// let failed = PeerFailed::from_io_error(err).unwrap();
+/// assert_eq!(failed.peer, peer);
+/// let reported = ConnError::from(failed);
+/// assert_eq!(reported.addr(), peer);
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("connection from {peer} failed before it was established: {source}")]
+#[non_exhaustive]
+pub struct PeerFailed {
+    /// The peer whose connection failed.
+    pub peer: Addr,
+    /// Why it failed.
+    #[source]
+    pub source: io::Error,
+}
+
+impl PeerFailed {
+    /// The connection from `peer` failed, for the reason `source`.
+    pub fn new(peer: Addr, source: io::Error) -> Self {
+        PeerFailed { peer, source }
+    }
+
+    /// The error `poll_accept` returns for it.
+    pub fn into_io_error(self) -> io::Error {
+        io::Error::new(io::ErrorKind::ConnectionAborted, self)
+    }
+
+    /// Takes a `PeerFailed` back out of an error `poll_accept` returned.
+    ///
+    /// # Errors
+    /// `err` itself, unchanged, when it does not carry one.
+    pub fn from_io_error(err: io::Error) -> Result<PeerFailed, io::Error> {
+        if !err.get_ref().is_some_and(|inner| inner.is::<PeerFailed>()) {
+            return Err(err);
+        }
+        let inner = err.into_inner().expect("checked above");
+        Ok(*inner.downcast::<PeerFailed>().expect("checked above"))
+    }
+}
+
+impl From<PeerFailed> for ConnError {
+    fn from(failed: PeerFailed) -> Self {
+        ConnError::Handshake {
+            peer: failed.peer,
+            source: Arc::new(failed.source),
+        }
+    }
 }
 
 /// Options of a bind, beyond the address.

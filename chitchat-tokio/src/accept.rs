@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chitchat_core::backend::close_event;
-use chitchat_core::{Addr, CloseReason, ConnError, ConnStats, Connection, Listener};
+use chitchat_core::{Addr, CloseReason, ConnError, ConnStats, Connection, Listener, PeerFailed};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Refusal;
@@ -43,7 +43,7 @@ pub(crate) async fn accept_loop<L, S>(
                 backoff = ACCEPT_BACKOFF_MIN;
                 admit(&params, conn, peer);
             }
-            Err(err) if is_peer_gone(&err) => {}
+            Err(err) if is_peer_gone(&err) => report_peer_failed(&params.hub, err),
             Err(err) => {
                 let hub = &params.hub;
                 hub.reporter.error(ConnError::Accept {
@@ -65,6 +65,15 @@ pub(crate) async fn accept_loop<L, S>(
 fn is_peer_gone(err: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(err.kind(), ConnectionAborted | ConnectionReset)
+}
+
+/// Reports a peer whose connection failed before it was established (a listener's
+/// `PeerFailed`, such as a failed TLS handshake); one that merely left is not
+/// worth an event. Either way the loop accepts on at once.
+fn report_peer_failed(hub: &Hub, err: std::io::Error) {
+    if let Ok(failed) = PeerFailed::from_io_error(err) {
+        hub.reporter.error(failed.into());
+    }
 }
 
 /// Registers an accepted connection and starts its task, or refuses it at once.

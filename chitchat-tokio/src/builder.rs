@@ -55,6 +55,14 @@ macro_rules! conn_setters {
             self.config.conn.linger = linger;
             self
         }
+
+        /// TCP keepalive on the connection's socket (default: on, see
+        /// [`Keepalive`](chitchat_core::Keepalive)); `None` turns it off. Transports
+        /// without keepalive ignore it.
+        pub fn keepalive(mut self, keepalive: impl Into<Option<chitchat_core::Keepalive>>) -> Self {
+            self.config.conn.keepalive = keepalive.into();
+            self
+        }
     };
 }
 

@@ -120,7 +120,10 @@ pub(crate) struct Driver<C, S> {
 }
 
 impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
-    pub(crate) fn new(conn: C, shared: ConnHandle, params: Arc<ConnParams<S>>) -> Self {
+    pub(crate) fn new(mut conn: C, shared: ConnHandle, params: Arc<ConnParams<S>>) -> Self {
+        // Without keepalive a vanished peer is noticed later, by a timeout: not worth
+        // refusing the connection for.
+        let _ = conn.set_keepalive(params.config.keepalive);
         let framer = Framer::new(params.config.frame);
         let last_read = params.hub.epoch.stamp(Instant::now());
         Driver {

@@ -62,14 +62,15 @@ impl<S: ?Sized, C: Connection> ReadContext<S> for Ctx<'_, S, C> {
         let from_frame =
             self.frame.start <= payload.as_ptr() && payload.as_ptr_range().end <= self.frame.end;
         if from_frame {
-            self.framer.encode_part_of_frame(payload, self.out)
+            self.framer.encode_part_of_frame(payload, self.out);
         } else {
-            self.framer.encode(payload, self.out)
+            self.framer
+                .encode(payload, self.out)
+                .map_err(|source| WriteError::Encode {
+                    peer: shared.peer,
+                    source,
+                })?;
         }
-        .map_err(|source| WriteError::Encode {
-            peer: shared.peer,
-            source,
-        })?;
         let bound = self.hub.bound;
         let queued = shared.queued() + *self.unpublished;
         if queued > 0 && queued + (self.out.len() - before) > bound.limit {

@@ -29,7 +29,7 @@ impl Reporter {
         match kind {
             // Routine on any open network: a peer went away or was turned away.
             Io | Refused | RefusedPerIp => tracing::debug!(error = %error),
-            IdleTimeout | FrameTimeout | WriteTimeout | TruncatedFrame => {
+            IdleTimeout | FrameTimeout | WriteTimeout | TruncatedFrame | Handshake => {
                 tracing::info!(error = %error)
             }
             HandlerPanic => tracing::error!(error = %error),

@@ -1,6 +1,6 @@
 //! Command-line helpers shared by the example binaries (`src/bin/`), so that
-//! `--delim` and the seconds flags read the same in every one of them, and errors
-//! end them the same way.
+//! `--delim`, the seconds flags and the timeout flags (where `0` means none) read
+//! the same in every one of them, and errors end them the same way.
 //!
 //! ```
 //! use chitchat_core::Delimiter;
@@ -72,6 +72,54 @@ pub fn parse_secs(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| {
             format!("expected a positive number of seconds, e.g. 2 or 0.5; got {text:?}")
         })
+}
+
+/// The value of a timeout flag: a duration, or `None` for off (written `0`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeout(pub Option<Duration>);
+
+/// Parses a timeout flag: seconds as for [`parse_secs`], or `0` to turn the
+/// timeout off.
+///
+/// ```
+/// use chitchat_examples::{parse_timeout, Timeout};
+/// use std::time::Duration;
+///
+/// assert_eq!(parse_timeout("300"), Ok(Timeout(Some(Duration::from_secs(300)))));
+/// assert_eq!(parse_timeout("0"), Ok(Timeout(None)));
+/// ```
+///
+/// # Errors
+/// A message for clap unless the text is `0` or a positive, finite number.
+pub fn parse_timeout(text: &str) -> Result<Timeout, String> {
+    if text.parse::<f64>() == Ok(0.0) {
+        return Ok(Timeout(None));
+    }
+    parse_secs(text)
+        .map(|secs| Timeout(Some(secs)))
+        .map_err(|_| {
+            format!("expected a number of seconds, e.g. 2 or 0.5, or 0 for none; got {text:?}")
+        })
+}
+
+/// The timeout flags of `echo_server` and `echo_client`, each on by default with
+/// the library's value for a server (`0` turns one off).
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct TimeoutFlags {
+    /// Close the connection when the peer sends nothing for this long (restarts on
+    /// every read); 0: never.
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_timeout)]
+    pub read_timeout: Timeout,
+
+    /// Close the connection when a frame from the peer, once begun, is not finished
+    /// within this long (a peer trickling bytes just inside the read timeout); 0: no
+    /// limit.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_timeout)]
+    pub frame_timeout: Timeout,
+
+    /// Drop the peer when it takes none of our output for this long; 0: never.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_timeout)]
+    pub write_timeout: Timeout,
 }
 
 /// Sends the library's `tracing` output to stderr, filtered by `RUST_LOG` (e.g.
@@ -185,6 +233,19 @@ mod tests {
             describe(&err),
             "cannot listen on 127.0.0.1:1: address in use"
         );
+    }
+
+    #[test]
+    fn timeouts_take_seconds_or_zero_for_none() {
+        assert_eq!(
+            parse_timeout("0.5"),
+            Ok(Timeout(Some(Duration::from_millis(500))))
+        );
+        assert_eq!(parse_timeout("0"), Ok(Timeout(None)));
+        assert_eq!(parse_timeout("0.0"), Ok(Timeout(None)));
+        for text in ["-1", "NaN", "inf", "never", ""] {
+            assert!(parse_timeout(text).is_err(), "{text:?}");
+        }
     }
 
     #[test]

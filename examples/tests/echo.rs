@@ -25,6 +25,14 @@ fn start_server(args: &[&str]) -> (Proc, SocketAddr) {
     (server, addr)
 }
 
+/// Starts `echo_client --connect ADDR ARGS` with `stdin`.
+fn start_client(addr: SocketAddr, args: &[&str], stdin: &[u8]) -> Proc {
+    let addr = addr.to_string();
+    let mut all = vec!["--connect", &addr];
+    all.extend_from_slice(args);
+    Proc::spawn(CLIENT, &all, Some(stdin))
+}
+
 fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -79,6 +87,79 @@ fn echoes_lines_byte_exact_and_strips_crlf() {
         .write_all(b"hello\r\nworld\n\n\xff\x00\tbin\n")
         .unwrap();
     expect_bytes(&mut stream, b"hello\nworld\n\n\xff\x00\tbin\n");
+}
+
+#[test]
+fn echoes_a_frame_ending_in_cr_byte_exact_and_counts_it() {
+    let (mut server, addr) = start_server(&[]);
+    let mut stream = connect(addr);
+    // The frame "a\r" (one '\r' of "\r\r\n" is the CRLF's) comes back as it came.
+    stream.write_all(b"a\r\r\nnext\n").unwrap();
+    expect_bytes(&mut stream, b"a\r\r\nnext\n");
+    drop(stream);
+    server.signal(libc::SIGINT);
+    assert_eq!(server.wait_exit(TIMEOUT).code(), Some(0));
+    let stderr = server.stderr();
+    assert!(
+        stderr.contains("frames received 2, echoed 2, errors 0"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_shows_the_default_of_every_timeout() {
+    for (bin, flags) in [
+        (
+            SERVER,
+            &[
+                ("--read-timeout", "300"),
+                ("--frame-timeout", "60"),
+                ("--write-timeout", "60"),
+                ("--handshake-timeout", "10"),
+                ("--max-handshakes", "1024"),
+            ][..],
+        ),
+        (
+            CLIENT,
+            &[
+                ("--read-timeout", "300"),
+                ("--frame-timeout", "60"),
+                ("--write-timeout", "60"),
+            ][..],
+        ),
+    ] {
+        let mut help = Proc::spawn(bin, &["--help"], None);
+        assert_eq!(help.wait_exit(TIMEOUT).code(), Some(0));
+        let text = String::from_utf8(help.stdout()).unwrap();
+        for (flag, default) in flags {
+            let line = text
+                .lines()
+                .find(|line| line.trim_start().starts_with(flag))
+                .unwrap_or_else(|| panic!("{bin}: no {flag} in\n{text}"));
+            assert!(line.ends_with(&format!("[default: {default}]")), "{line}");
+        }
+    }
+}
+
+#[test]
+fn timeouts_of_zero_are_off() {
+    let flags = [
+        "--read-timeout",
+        "0",
+        "--frame-timeout",
+        "0",
+        "--write-timeout",
+        "0",
+    ];
+    let (_server, addr) = start_server(&flags);
+    let mut client = start_client(addr, &flags, b"still\n");
+    assert_eq!(
+        client.wait_exit(TIMEOUT).code(),
+        Some(0),
+        "{}",
+        client.stderr()
+    );
+    assert_eq!(client.stdout(), b"still\n");
 }
 
 #[test]
@@ -162,7 +243,7 @@ fn sigint_shuts_down_gracefully_with_exit_code_0() {
     assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
     let stderr = server.stderr();
     assert!(
-        stderr.contains("shut down on SIGINT: connections accepted 1, refused 0, frames echoed 1, errors 0; at shutdown drained 1, forced 0"),
+        stderr.contains("shut down on SIGINT: connections accepted 1, refused 0, frames received 1, echoed 1, errors 0; at shutdown drained 1, forced 0"),
         "{stderr}"
     );
     // The port is free again.
@@ -250,6 +331,86 @@ fn client_and_server_carry_a_message_larger_than_their_queues_in_eof_mode() {
     let status = client.wait_exit(TIMEOUT);
     assert_eq!(status.code(), Some(0), "stderr: {}", client.stderr());
     assert!(client.stdout() == message, "the echo differs");
+}
+
+#[test]
+fn client_streams_an_eof_message_of_exactly_its_limit() {
+    let message: Vec<u8> = (0..65_536u32).map(|i| (i * 7 % 251) as u8).collect();
+    let (_server, addr) = start_server(&["--delim", "eof"]);
+    let mut client = start_client(addr, &["--delim", "eof"], &message);
+    assert_eq!(
+        client.wait_exit(TIMEOUT).code(),
+        Some(0),
+        "{}",
+        client.stderr()
+    );
+    assert!(client.stdout() == message, "the echo differs");
+}
+
+/// 100 000 bytes in EOF mode against the default 64 KiB limit: the client refuses
+/// the message as a whole (not each 64 KiB piece), says so, exits 1, and resets the
+/// connection, so the server never takes the part sent for the whole message.
+#[test]
+fn client_refuses_an_eof_message_over_its_limit_and_resets_the_connection() {
+    let message = vec![b'z'; 100_000];
+    let (mut server, addr) = start_server(&["--delim", "eof", "--max-frame", "1000000"]);
+    let mut client = start_client(addr, &["--delim", "eof"], &message);
+    assert_eq!(client.wait_exit(TIMEOUT).code(), Some(1));
+    assert_eq!(
+        client.stderr(),
+        format!(
+            "error: the message on stdin is longer than the 65536-byte frame limit \
+             (--max-frame): connection to {addr} reset, nothing delivered\n"
+        )
+    );
+    assert!(client.stdout().is_empty());
+    server.wait_stderr("Connection reset by peer");
+    server.signal(libc::SIGINT);
+    assert_eq!(server.wait_exit(TIMEOUT).code(), Some(0));
+    let stderr = server.stderr();
+    assert!(stderr.contains("frames received 0, echoed 0"), "{stderr}");
+}
+
+/// The same message over a Unix socket, which has no reset: refused before any of
+/// it is sent.
+#[test]
+fn client_refuses_an_eof_message_over_its_limit_on_a_unix_socket() {
+    let path = std::env::temp_dir().join(format!("chitchat-eof-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let path = path.to_str().unwrap().to_owned();
+    let server = Proc::spawn(SERVER, &["--unix", &path, "--delim", "eof"], None);
+    server.first_line();
+    let message = vec![b'z'; 100_000];
+    let mut client = Proc::spawn(CLIENT, &["--unix", &path, "--delim", "eof"], Some(&message));
+    assert_eq!(client.wait_exit(TIMEOUT).code(), Some(1));
+    assert_eq!(
+        client.stderr(),
+        "error: the message on stdin is longer than the 65536-byte frame limit \
+         (--max-frame): not sent\n"
+    );
+    let mut ok = Proc::spawn(CLIENT, &["--unix", &path, "--delim", "eof"], Some(b"fits"));
+    assert_eq!(ok.wait_exit(TIMEOUT).code(), Some(0), "{}", ok.stderr());
+    assert_eq!(ok.stdout(), b"fits");
+    assert!(!server.stderr().contains("error"), "{}", server.stderr());
+}
+
+/// A message the client allows but the server refuses (over the server's limit):
+/// the client says the server refused it and exits 1, instead of printing nothing
+/// and exiting 0.
+#[test]
+fn client_reports_an_eof_message_the_server_refuses() {
+    let message = vec![b'z'; 100_000];
+    let (_server, addr) = start_server(&["--delim", "eof"]);
+    let args = ["--delim", "eof", "--max-frame", "1000000"];
+    let mut client = start_client(addr, &args, &message);
+    assert_eq!(client.wait_exit(TIMEOUT).code(), Some(1));
+    let stderr = client.stderr();
+    assert!(
+        stderr.starts_with(&format!("error: {addr} closed the connection "))
+            && stderr.contains("refused it (longer than its frame limit?)"),
+        "{stderr}"
+    );
+    assert!(client.stdout().is_empty());
 }
 
 #[test]

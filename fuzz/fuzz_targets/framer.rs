@@ -2,7 +2,9 @@
 //! split exactly as the same bytes fed at once, and as an independent reference
 //! split written from the framer's documented contract, whether frames are taken
 //! with `decode` or located in place with `locate_frame` (the engine's path, each
-//! frame lent as a `Frame`, then kept or skipped); nothing may panic.
+//! frame lent as a `Frame`, then kept or skipped); every frame found, written back
+//! with `encode` or `encode_part_of_frame` (an echo), splits into the same frames;
+//! nothing may panic.
 //!
 //! Input layout (all of it chosen by the fuzzer):
 //! - byte 0: the delimiter (`0xFF` picks EOF mode, any other value is that byte);
@@ -128,6 +130,34 @@ fn reference(config: FrameConfig, stream: &[u8]) -> Vec<Out> {
     out
 }
 
+/// Writes every frame of `split` back, as an echo does, and splits the result: the
+/// same frames must come out, byte for byte (a trailing `\r` included).
+fn check_echo(config: FrameConfig, split_out: &[Out]) {
+    let framer = Framer::new(config);
+    let frames: Vec<&Bytes> = split_out
+        .iter()
+        .filter_map(|out| match out {
+            Out::Frame(frame) => Some(frame),
+            _ => None,
+        })
+        .collect();
+    if frames.is_empty() {
+        return;
+    }
+    let mut wire = BytesMut::new();
+    let mut from_frame = BytesMut::new();
+    for frame in &frames {
+        framer
+            .encode(frame, &mut wire)
+            .expect("a frame the framer found is encodable");
+        framer.encode_part_of_frame(frame, &mut from_frame);
+    }
+    assert_eq!(wire, from_frame, "encode and encode_part_of_frame differ");
+    let echoed = split(config, std::iter::once(&wire[..]));
+    let expected: Vec<Out> = frames.into_iter().cloned().map(Out::Frame).collect();
+    assert_eq!(echoed, expected, "an echo does not split into the same frames");
+}
+
 fuzz_target!(|data: &[u8]| {
     let [delimiter, limit, n_sizes, rest @ ..] = data else {
         return;
@@ -162,4 +192,5 @@ fuzz_target!(|data: &[u8]| {
         reference(config, stream),
         "the framer and the contract differ"
     );
+    check_echo(config, &whole);
 });

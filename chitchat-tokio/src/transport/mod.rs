@@ -6,7 +6,11 @@
 //! - `tcp`: [`Tcp`], TCP with a configurable backlog and `TCP_NODELAY`.
 //! - `unix`: [`Unix`], Unix domain sockets (paths and Linux abstract names).
 //! - `tls` (feature `tls`): TLS over TCP with rustls.
+//! - `handshake` (feature `tls`): the TLS listener's handshakes, each under a
+//!   timeout and a byte cap, a bounded number at once.
 
+#[cfg(feature = "tls")]
+mod handshake;
 mod readiness;
 mod tcp;
 #[cfg(feature = "tls")]

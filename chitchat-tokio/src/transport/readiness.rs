@@ -8,7 +8,7 @@ use std::io;
 use std::task::{ready, Context, Poll};
 
 use bytes::BytesMut;
-use chitchat_core::{Addr, Connection};
+use chitchat_core::{Addr, Connection, Keepalive};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -21,10 +21,16 @@ pub trait ReadinessIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     #[doc(hidden)]
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Keepalive, for the sockets that have it (TCP); the others ignore it.
+    #[doc(hidden)]
+    fn set_keepalive(&self, keepalive: Option<Keepalive>) -> io::Result<()> {
+        let _ = keepalive;
+        Ok(())
+    }
 }
 
 macro_rules! readiness_io {
-    ($stream:ty) => {
+    ($stream:ty $(, keepalive: $keepalive:path)?) => {
         impl ReadinessIo for $stream {
             fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 <$stream>::poll_read_ready(self, cx)
@@ -35,11 +41,16 @@ macro_rules! readiness_io {
             fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
                 <$stream>::try_write(self, buf)
             }
+            $(
+                fn set_keepalive(&self, keepalive: Option<Keepalive>) -> io::Result<()> {
+                    $keepalive(self, keepalive)
+                }
+            )?
         }
     };
 }
 
-readiness_io!(TcpStream);
+readiness_io!(TcpStream, keepalive: super::tcp::set_keepalive);
 readiness_io!(UnixStream);
 
 /// One connection over a tokio socket: [`TcpConn`](crate::TcpConn) or
@@ -94,6 +105,10 @@ impl<S: ReadinessIo> Connection for StreamConn<S> {
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn set_keepalive(&mut self, keepalive: Option<Keepalive>) -> io::Result<()> {
+        self.stream.set_keepalive(keepalive)
     }
 }
 

@@ -9,7 +9,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::task::{ready, Context, Poll};
 
-use chitchat_core::{Addr, BindOptions, Binder, Connector, Listener};
+use chitchat_core::{Addr, BindOptions, Binder, Connector, Keepalive, Listener};
+use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use super::readiness::StreamConn;
@@ -17,7 +18,9 @@ use super::readiness::StreamConn;
 /// TCP over tokio: a [`Binder`] for servers and a [`Connector`] for clients.
 ///
 /// Connections have `TCP_NODELAY` set: chitchat coalesces replies itself, so Nagle's
-/// algorithm would only add latency.
+/// algorithm would only add latency. The engine sets keepalive on each as its
+/// configuration says (`SO_KEEPALIVE`, `TCP_KEEPIDLE`, `TCP_KEEPINTVL`,
+/// `TCP_KEEPCNT`; on by default).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Tcp;
 
@@ -41,6 +44,31 @@ impl StreamConn<TcpStream> {
         let (local, peer) = (stream.local_addr()?, stream.peer_addr()?);
         Ok(StreamConn::with_addrs(stream, local.into(), peer.into()))
     }
+}
+
+/// Applies `keepalive` to a TCP socket: probes as it says, or none.
+pub(super) fn set_keepalive(stream: &TcpStream, keepalive: Option<Keepalive>) -> io::Result<()> {
+    let socket = SockRef::from(stream);
+    let Some(keepalive) = keepalive else {
+        return socket.set_keepalive(false);
+    };
+    let params = TcpKeepalive::new().with_time(keepalive.idle);
+    // Where the interval and count can be set; elsewhere the system's stay.
+    #[cfg(any(
+        target_os = "android",
+        target_os = "dragonfly",
+        target_os = "freebsd",
+        target_os = "fuchsia",
+        target_os = "illumos",
+        target_os = "ios",
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "netbsd",
+    ))]
+    let params = params
+        .with_interval(keepalive.interval)
+        .with_retries(keepalive.retries);
+    socket.set_tcp_keepalive(&params)
 }
 
 fn inet(addr: &Addr) -> io::Result<SocketAddr> {

@@ -7,22 +7,29 @@
 //!
 //! At the end of stdin it shuts down its write side, waits (a few seconds at most)
 //! for the server to close, and exits 0. In EOF mode (`--delim eof`) stdin is sent
-//! as it is, as one message, and the reply is printed as it is. A connection error
-//! names the address and exits 1. `--help` lists the flags.
+//! as it is, as one message, streamed as it is read, and the reply is printed as it
+//! is; `--max-frame` bounds the whole message. A connection error, a message or
+//! line the client or the server refuses, or a server that closes before the end of
+//! stdin is reported on stderr with the address, exit code 1. Timeouts are on by
+//! default (`0` turns one off); `--help` lists the flags and their defaults.
 
-use std::io::{BufRead, Read, Write};
+use std::future::Future;
+use std::io::{self, BufRead, Read, Write};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use chitchat_core::{
-    Addr, CloseReason, ConnEvent, Delimiter, Events, UnixAddr, WriteError, DEFAULT_MAX_FRAME_LEN,
-    DEFAULT_MAX_OUTBOUND,
+    Addr, CloseReason, ConnEvent, Connector, Delimiter, Events, UnixAddr, WriteError,
+    DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND,
 };
-use chitchat_examples::{parse_delimiter, parse_secs};
-use chitchat_tokio::{Client, TlsClient, Unix};
+use chitchat_examples::{parse_delimiter, parse_secs, TimeoutFlags};
+use chitchat_tokio::{Client, Tcp, TcpConn, TlsClient, TlsConn, Unix};
 use clap::Parser;
 use futures::StreamExt;
+use socket2::SockRef;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 /// How long to wait, once stdin is done, for the server to close: an echo server
@@ -30,7 +37,8 @@ use tokio::sync::mpsc;
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Largest piece of stdin read at once in EOF mode, where the pieces are sent back
-/// to back as one message: one full-size read of the engine.
+/// to back as one message: one full-size read of the engine. `--max-frame` is
+/// checked on the message, not on each piece.
 const EOF_PIECE: usize = 64 * 1024;
 
 /// Pieces of stdin queued between the reading thread and the sender: enough to keep
@@ -67,9 +75,12 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     connect_timeout: Duration,
 
-    /// Largest frame sent or accepted, in bytes.
+    /// Largest frame sent or accepted, in bytes (in EOF mode: the whole message).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME_LEN)]
     max_frame: usize,
+
+    #[command(flatten)]
+    timeouts: TimeoutFlags,
 }
 
 fn main() -> ExitCode {
@@ -86,6 +97,19 @@ async fn run() -> anyhow::Result<ExitCode> {
         Some(path) => Addr::Unix(UnixAddr::path_name(path)?),
         None => resolve(&args.connect).await?,
     };
+
+    // Stdin is read on a plain thread: a blocked read there cannot hold up the exit
+    // (tokio's stdin would make the runtime wait for the user to press enter).
+    let (pieces_tx, mut pieces) = mpsc::channel(STDIN_QUEUE);
+    std::thread::spawn(move || read_stdin(pieces_tx, eof_mode));
+
+    // A Unix socket cannot abandon a message halfway (it has no reset: closing it
+    // ends the message), so there the message is read whole before we connect.
+    let held = match eof_mode && args.unix.is_some() {
+        true => Some(read_message(&mut pieces, args.max_frame).await?),
+        false => None,
+    };
+
     // A refusal or a timeout names the address; `exit_code` prints it, exit code 1.
     let builder = Client::builder(addr)
         .delimiter(args.delim)
@@ -94,7 +118,11 @@ async fn run() -> anyhow::Result<ExitCode> {
         // could never be queued.
         .max_outbound(DEFAULT_MAX_OUTBOUND.max(args.max_frame.saturating_mul(4)))
         .connect_timeout(args.connect_timeout)
+        .idle_timeout(args.timeouts.read_timeout.0)
+        .frame_timeout(args.timeouts.frame_timeout.0)
+        .write_timeout(args.timeouts.write_timeout.0)
         .on_frame(move |_ctx, frame| print_frame(&frame, eof_mode));
+    let reset = Reset::default();
     let client = match (&args.unix, &args.tls_ca) {
         (Some(_), _) => builder.connect_with(&Unix).await?,
         (None, Some(ca)) => {
@@ -105,38 +133,53 @@ async fn run() -> anyhow::Result<ExitCode> {
                 .map_or(&*args.connect, |(h, _)| h);
             let name = args.tls_name.as_deref().unwrap_or(host);
             let tls = TlsClient::from_ca_pem(&pem, name).context("invalid TLS CA file")?;
-            builder.connect_with(&tls).await?
+            builder.connect_with(&reset.wrap(tls)).await?
         }
-        (None, None) => builder.connect().await?,
+        (None, None) => builder.connect_with(&reset.wrap(Tcp)).await?,
     };
     let log = tokio::spawn(log_errors(client.events()));
 
-    // Stdin is read on a plain thread: a blocked read there cannot hold up the exit
-    // (tokio's stdin would make the runtime wait for the user to press enter).
-    let (pieces_tx, mut pieces) = mpsc::channel(STDIN_QUEUE);
-    let piece_len = args.max_frame.clamp(1, EOF_PIECE);
-    std::thread::spawn(move || read_stdin(pieces_tx, eof_mode, piece_len));
-
-    let early_close = loop {
-        tokio::select! {
-            piece = pieces.recv() => match piece {
-                Some(Ok(payload)) => {
-                    if !send(&client, &payload).await? {
-                        break true;
-                    }
-                }
-                Some(Err(err)) => return Err(err).context("cannot read stdin"),
-                None => break false,
-            },
-            // The server may close first (idle timeout, its own shutdown...).
-            _ = client.closed() => break true,
+    // EOF mode: bytes of the message so far.
+    let mut message_len = 0;
+    let early_close = match held {
+        Some(message) => {
+            message_len = message.len();
+            send_all(&client, &message).await?
         }
+        None => loop {
+            tokio::select! {
+                piece = pieces.recv() => match piece {
+                    Some(Ok(payload)) => {
+                        message_len += payload.len();
+                        if eof_mode && message_len > args.max_frame {
+                            // Part of the message is on its way: make sure the server
+                            // never takes it for the whole one. Dropping the client
+                            // would close it in order, which ends the message.
+                            reset.arm();
+                            std::mem::forget(client);
+                            bail!(
+                                "the message on stdin is longer than the {}-byte frame \
+                                 limit (--max-frame): connection to {addr} reset, nothing \
+                                 delivered",
+                                args.max_frame
+                            );
+                        }
+                        if !send(&client, &payload).await? {
+                            break true;
+                        }
+                    }
+                    Some(Err(err)) => return Err(err).context("cannot read stdin"),
+                    None => break false,
+                },
+                // The server may close first (idle timeout, its own shutdown, a
+                // frame over its limit...).
+                _ = client.closed() => break true,
+            }
+        },
     };
 
     let close = if early_close {
-        let close = client.closed().await;
-        eprintln!("{addr} closed the connection before the end of stdin");
-        Some(close)
+        Some(client.closed().await)
     } else {
         // End of stdin: write out what is queued, then shut down our side, so the
         // server reads EOF (in EOF mode, the end of the message) and closes.
@@ -152,13 +195,132 @@ async fn run() -> anyhow::Result<ExitCode> {
 
     // The log task ends with the event stream, right after the close event.
     let errors = if close.is_some() { log.await? } else { 0 };
+    let replied = client.stats().bytes_in > 0;
     match close {
         Some(close) if close.reason != CloseReason::PeerEof => {
-            eprintln!("connection to {addr} ended: {:?}", close.reason);
+            eprintln!("error: connection to {addr} ended: {:?}", close.reason);
+            Ok(ExitCode::FAILURE)
+        }
+        _ if early_close && eof_mode => {
+            eprintln!(
+                "error: {addr} closed the connection before the end of the message: it \
+                 refused it (longer than its frame limit?)"
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        _ if early_close => {
+            eprintln!("error: {addr} closed the connection before the end of stdin");
+            Ok(ExitCode::FAILURE)
+        }
+        // An EOF-mode server replies to a message once it has it whole; one that
+        // closes without a word to a non-empty message did not take it.
+        Some(_) if eof_mode && message_len > 0 && !replied => {
+            eprintln!(
+                "error: {addr} closed the connection without replying to the {message_len}-byte \
+                 message: it refused it (longer than its frame limit?)"
+            );
             Ok(ExitCode::FAILURE)
         }
         _ if errors > 0 => Ok(ExitCode::FAILURE),
         _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Collects the whole EOF-mode message from stdin.
+///
+/// # Errors
+/// When stdin cannot be read, or the message passes `limit` (nothing is sent then).
+async fn read_message(
+    pieces: &mut mpsc::Receiver<io::Result<Vec<u8>>>,
+    limit: usize,
+) -> anyhow::Result<Vec<u8>> {
+    let mut message = Vec::new();
+    while let Some(piece) = pieces.recv().await {
+        message.extend_from_slice(&piece.context("cannot read stdin")?);
+        if message.len() > limit {
+            bail!("the message on stdin is longer than the {limit}-byte frame limit (--max-frame): not sent");
+        }
+    }
+    Ok(message)
+}
+
+/// Sends a message read whole, in pieces. `Ok(true)` when the connection closed
+/// first.
+async fn send_all(client: &Client, message: &[u8]) -> anyhow::Result<bool> {
+    for piece in message.chunks(EOF_PIECE) {
+        if !send(client, piece).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// A second handle on the TCP socket under the client (plain or TLS), taken as it
+/// connects: through it a connection can be made to end with a reset instead of an
+/// end of stream, which a server in EOF mode would take for the end of a message.
+#[derive(Clone, Default)]
+struct Reset(Arc<Mutex<Option<socket2::Socket>>>);
+
+/// A connector that hands the socket of what it dials to a [`Reset`].
+struct Resettable<C> {
+    inner: C,
+    reset: Reset,
+}
+
+impl Reset {
+    fn wrap<C>(&self, inner: C) -> Resettable<C> {
+        Resettable {
+            inner,
+            reset: self.clone(),
+        }
+    }
+
+    fn keep(&self, socket: &TcpStream) -> io::Result<()> {
+        let handle = SockRef::from(socket).try_clone()?;
+        *self.0.lock().unwrap() = Some(handle);
+        Ok(())
+    }
+
+    /// From now on, closing the connection resets it (`SO_LINGER` 0).
+    fn arm(&self) {
+        if let Some(socket) = &*self.0.lock().unwrap() {
+            let _ = socket.set_linger(Some(Duration::ZERO));
+        }
+    }
+}
+
+/// The TCP socket under a connection, if there is one.
+trait TcpSocket {
+    fn tcp(&self) -> Option<&TcpStream>;
+}
+
+impl TcpSocket for TcpConn {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self.stream())
+    }
+}
+
+impl TcpSocket for TlsConn {
+    fn tcp(&self) -> Option<&TcpStream> {
+        TlsConn::tcp(self)
+    }
+}
+
+impl<C: Connector> Connector for Resettable<C>
+where
+    C::Conn: TcpSocket,
+{
+    type Conn = C::Conn;
+
+    fn connect(&self, addr: &Addr) -> impl Future<Output = io::Result<C::Conn>> + Send {
+        let (dial, reset) = (self.inner.connect(addr), self.reset.clone());
+        async move {
+            let conn = dial.await?;
+            if let Some(tcp) = conn.tcp() {
+                reset.keep(tcp)?;
+            }
+            Ok(conn)
+        }
     }
 }
 
@@ -204,13 +366,13 @@ fn print_frame(frame: &[u8], eof_mode: bool) {
 }
 
 /// Sends stdin to `pieces`: one line at a time without its `\n` or `\r\n`, or in EOF
-/// mode in pieces of at most `piece_len` bytes, as they are.
-fn read_stdin(pieces: mpsc::Sender<std::io::Result<Vec<u8>>>, eof_mode: bool, piece_len: usize) {
+/// mode in pieces of at most [`EOF_PIECE`] bytes, as they are.
+fn read_stdin(pieces: mpsc::Sender<io::Result<Vec<u8>>>, eof_mode: bool) {
     let mut stdin = std::io::stdin().lock();
     loop {
         let mut piece = Vec::new();
         let read = if eof_mode {
-            (&mut stdin).take(piece_len as u64).read_to_end(&mut piece)
+            (&mut stdin).take(EOF_PIECE as u64).read_to_end(&mut piece)
         } else {
             stdin.read_until(b'\n', &mut piece)
         };

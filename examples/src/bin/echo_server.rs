@@ -6,8 +6,11 @@
 //!
 //! The first line on stdout is `listening on ADDR` (the bound address, so
 //! `--listen 127.0.0.1:0` tells which port it got). Errors go to stderr, each naming
-//! its peer. Ctrl-C (SIGINT) or SIGTERM lets queued replies go out, prints a one-line
-//! summary to stderr and exits 0. `--help` lists the flags.
+//! its peer, an echo that could not be queued included. Ctrl-C (SIGINT) or SIGTERM
+//! lets queued replies go out, prints a one-line summary to stderr (frames received
+//! and frames echoed, which differ when echoes were lost) and exits 0. Every
+//! timeout is on by default (`0` turns one off); `--help` lists the flags and their
+//! defaults.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -18,7 +21,7 @@ use chitchat_core::{
     Addr, ConnEvent, Delimiter, Events, UnixAddr, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND,
     DEFAULT_PARTIAL_FRAME_BUDGET,
 };
-use chitchat_examples::{parse_delimiter, parse_secs};
+use chitchat_examples::{parse_delimiter, parse_timeout, Timeout, TimeoutFlags};
 use chitchat_tokio::{Server, TlsServer, Unix};
 use clap::Parser;
 use futures::StreamExt;
@@ -64,18 +67,8 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME_LEN)]
     max_frame: usize,
 
-    /// Close a connection that sends nothing for this long (restarts on every read).
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
-    read_timeout: Option<Duration>,
-
-    /// Close a connection whose frame, once begun, is not finished within this long
-    /// (a client trickling bytes just inside the read timeout).
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
-    frame_timeout: Option<Duration>,
-
-    /// Drop a client that takes none of its replies for this long.
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
-    write_timeout: Option<Duration>,
+    #[command(flatten)]
+    timeouts: TimeoutFlags,
 
     /// Connections served at once; more are closed as soon as they are accepted.
     #[arg(long, value_name = "N")]
@@ -84,6 +77,16 @@ struct Args {
     /// Connections one client IP may hold at once [default: 1024].
     #[arg(long, value_name = "N")]
     max_connections_per_ip: Option<usize>,
+
+    /// With TLS: close a connection whose handshake is not done this long after it
+    /// was accepted; 0: never.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_timeout)]
+    handshake_timeout: Timeout,
+
+    /// With TLS: handshakes in progress at once (at least 1); past it new
+    /// connections wait in the listen backlog.
+    #[arg(long, value_name = "N", default_value_t = TlsServer::DEFAULT_MAX_HANDSHAKES)]
+    max_handshakes: usize,
 }
 
 fn main() -> ExitCode {
@@ -112,20 +115,17 @@ async fn run() -> anyhow::Result<ExitCode> {
         // Unfinished frames of all clients together: room for one largest frame at
         // least, however large `--max-frame` is.
         .partial_frame_budget(DEFAULT_PARTIAL_FRAME_BUDGET.max(args.max_frame))
+        .idle_timeout(args.timeouts.read_timeout.0)
+        .frame_timeout(args.timeouts.frame_timeout.0)
+        .write_timeout(args.timeouts.write_timeout.0)
         .on_frame(|ctx, frame| {
-            // `reply` appends the delimiter. It fails only when the connection is
-            // going away, and the engine reports why on the event stream.
-            let _ = ctx.reply(&frame);
+            // `reply` appends the delimiter, and writes any frame back byte for byte.
+            // It fails when the client does not read its replies (the engine then
+            // drops it) or the connection is closing: that echo is lost, say so.
+            if let Err(err) = ctx.reply(&frame) {
+                eprintln!("error: echo of {} bytes lost: {err}", frame.len());
+            }
         });
-    if let Some(timeout) = args.read_timeout {
-        builder = builder.idle_timeout(timeout);
-    }
-    if let Some(timeout) = args.frame_timeout {
-        builder = builder.frame_timeout(timeout);
-    }
-    if let Some(timeout) = args.write_timeout {
-        builder = builder.write_timeout(timeout);
-    }
     if let Some(max) = args.max_connections {
         builder = builder.max_connections(max);
     }
@@ -141,7 +141,9 @@ async fn run() -> anyhow::Result<ExitCode> {
                 std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
             };
             let tls = TlsServer::from_pem(&read(cert)?, &read(key)?)
-                .context("invalid TLS certificate or key")?;
+                .context("invalid TLS certificate or key")?
+                .handshake_timeout(args.handshake_timeout.0)
+                .max_handshakes(args.max_handshakes);
             builder.listen_on(&tls).await?
         }
         _ => builder.listen().await?,
@@ -160,12 +162,15 @@ async fn run() -> anyhow::Result<ExitCode> {
     // The event stream ends after the shutdown, so the log task finishes too.
     log.await?;
     let stats = server.stats();
+    // Frames echoed are the replies queued: the engine counts each `reply` that
+    // succeeded, so a lost echo is not counted.
     eprintln!(
-        "shut down on {signal}: connections accepted {}, refused {}, frames echoed {}, \
-         errors {}; at shutdown drained {}, forced {}",
+        "shut down on {signal}: connections accepted {}, refused {}, frames received {}, \
+         echoed {}, errors {}; at shutdown drained {}, forced {}",
         stats.accepted,
         stats.refused,
         stats.frames_in,
+        stats.frames_out,
         stats.errors.total(),
         report.drained,
         report.forced
