@@ -44,6 +44,10 @@ async fn run() -> anyhow::Result<ExitCode> {
     let signal = chitchat_examples::stop_signal()?;
     let server = Server::builder(Target::from(args.listen))
         .handler(ChatRoom)
+        // Quiet members are the norm in a chat room, so no idle timeout: TCP
+        // keepalive (on by default) ends a member whose machine vanished, and the
+        // per-IP share bounds what one address can hold.
+        .idle_timeout(None)
         .listen()
         .await?;
     println!("listening on {}", server.local_addr());
