@@ -13,8 +13,8 @@ use tracing::Instrument;
 use crate::conn::{ConnParams, Driver};
 use crate::handle::{CloseRequest, ConnHandle, ConnShared};
 use crate::stats::Counters;
-use crate::transport::Tcp;
 use crate::timeouts::LiveTimeouts;
+use crate::transport::Tcp;
 
 /// A connected client.
 ///

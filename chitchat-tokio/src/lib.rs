@@ -76,12 +76,12 @@ mod transport;
 pub use client::{Client, ClientBuilder};
 pub use codec::{CodecError, FrameCodec};
 pub use server::{Server, ServerBuilder};
-#[cfg(feature = "tls")]
-pub use transport::{TlsClient, TlsConn, TlsListener, TlsServer};
-pub use transport::{ReadinessIo, StreamConn, Tcp, TcpAcceptor, TcpConn};
 /// rustls, as chitchat uses it (for building TLS configurations).
 #[cfg(feature = "tls")]
 pub use tokio_rustls::rustls;
+pub use transport::{ReadinessIo, StreamConn, Tcp, TcpAcceptor, TcpConn};
+#[cfg(feature = "tls")]
+pub use transport::{TlsClient, TlsConn, TlsListener, TlsServer};
 pub use transport::{Unix, UnixAcceptor, UnixConn};
 
 #[cfg(doctest)]

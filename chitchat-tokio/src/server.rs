@@ -22,8 +22,8 @@ use crate::registry::Registry;
 use crate::report;
 use crate::shutdown::Shutdown;
 use crate::stats::Counters;
-use crate::transport::Tcp;
 use crate::timeouts::LiveTimeouts;
+use crate::transport::Tcp;
 
 /// First pause after a failed accept (e.g. out of file descriptors): long enough
 /// that a full fd table does not spin a core, short enough to notice freed fds soon.

@@ -1,6 +1,6 @@
-//! Command-line helpers shared by the example binaries (`src/bin/`), so that
-//! `--delim` and the seconds flags read the same in every one of them, and errors
-//! end them the same way.
+//! Command-line helpers shared by the example binaries (`src/bin/`) and the
+//! project's tools (`chitchat-tools`), so that `--delim` and the seconds flags read
+//! the same in every one of them, and errors end them the same way.
 //!
 //! ```
 //! use chitchat_core::Delimiter;
@@ -10,8 +10,6 @@
 //! assert_eq!(parse_secs("1.5"), Ok(std::time::Duration::from_millis(1500)));
 //! ```
 #![deny(missing_docs)]
-
-pub mod baseline;
 
 use std::process::ExitCode;
 use std::time::Duration;
