@@ -19,8 +19,9 @@ use chitchat_core::{
     Addr, BindOptions, Binder, CloseReason, ConnError, ConnErrorKind, ConnectError, Connection,
     Connector, Event, EventStream, Listener, ReadContext, WriteError,
 };
-use chitchat_testkit::conformance::RawPeer;
-use chitchat_testkit::{Host, LinkConfig, NetConfig, Network, SimConn, SimListener, TraceEntry};
+use chitchat_testkit::{
+    Host, LinkConfig, NetConfig, Network, RawPeer, SimConn, SimListener, TraceEntry,
+};
 use chitchat_tokio::{Client, Server, ServerBuilder};
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};

@@ -1,23 +1,38 @@
 //! The behaviour contract of chitchat's Server and Client, written once and run on
-//! every transport.
+//! every transport: loopback TCP, Unix sockets, TLS and chitchat-testkit's
+//! in-memory network (`tests/conformance.rs`). Not published: it is the
+//! workspace's test suite, kept out of chitchat-testkit so that a user of the
+//! simulated network does not get chitchat-tokio's TLS, rustls and rcgen.
 //!
 //! Each case is an `async fn` generic over a [`Harness`]: the transport under test.
 //! [`conformance_tests!`](crate::conformance_tests) expands to one `#[test]` per case,
-//! so the same suite runs on loopback TCP ([`TcpHarness`]) and on the in-memory
-//! network, and on any transport you write yourself:
+//! so the same suite runs on every harness, and on any transport you write yourself:
 //!
 //! ```text
 //! mod conformance {
 //!     mod my_transport {
-//!         chitchat_testkit::conformance_tests!(MyHarness::new(), tokio::test);
+//!         chitchat_conformance::conformance_tests!(MyHarness::new(), tokio::test);
 //!     }
 //! }
 //! ```
 //!
 //! A case panics on failure, with a message naming what broke.
+//!
+//! # Layout
+//! - `lib.rs`: the [`Harness`] trait, and the one list of cases
+//!   ([`conformance_tests!`](crate::conformance_tests)), from which both [`Case`]
+//!   and the tests are expanded.
+//! - `cases.rs`: the cases.
+//! - `tcp.rs`, `unix.rs`, `tls.rs`, `sim.rs`: one harness per transport.
+//!
+//! # One list
+//! The case names are written once, in the macro. A case function missing from it
+//! is dead code, which this crate denies, so it does not build; a name without its
+//! function does not build either; and `tests/conformance.rs` checks that every
+//! `pub async fn` of `cases.rs` is run on every transport.
+#![deny(missing_docs, dead_code)]
 
 mod cases;
-mod raw;
 mod sim;
 mod tcp;
 mod tls;
@@ -27,9 +42,9 @@ use std::any::Any;
 use std::future::Future;
 
 use chitchat_core::{Addr, Binder, Connector};
+// For the cases (`super::RawPeer`).
+use chitchat_testkit::RawPeer;
 
-pub use cases::*;
-pub use raw::RawPeer;
 pub use sim::SimHarness;
 pub use tcp::TcpHarness;
 pub use tls::TlsHarness;
@@ -63,11 +78,15 @@ pub trait Harness: Send + Sync + 'static {
 
 /// Expands to one test function per conformance case, each running the case on the
 /// harness built by `$harness`, with `$attr` as its test attribute (for example
-/// `tokio::test` or `tokio::test(start_paused = true)`).
+/// `tokio::test` or `tokio::test(start_paused = true)`), and to `CASES`, the list
+/// of the cases it expanded.
+///
+/// It also holds the one list of the cases: the `@list` rule hands it to the
+/// others (the tests here, [`Case`] in this crate).
 #[macro_export]
 macro_rules! conformance_tests {
-    ($harness:expr, $attr:meta) => {
-        $crate::conformance_tests!(@cases [$harness] [$attr]
+    (@list $($then:tt)*) => {
+        $crate::conformance_tests!(@with [
             echo_round_trip
             crlf_is_stripped
             replies_are_checked_wherever_they_come_from
@@ -114,15 +133,51 @@ macro_rules! conformance_tests {
             client_closes_from_its_own_handler
             client_write_after_close_fails
             client_flush_waits_until_written
-        );
+        ] $($then)*);
     };
-    (@cases [$harness:expr] [$attr:meta] $($case:ident)*) => {
+    (@with [$($case:ident)*] tests [$harness:expr] [$attr:meta]) => {
+        /// The cases expanded here, in order.
+        #[allow(dead_code)]
+        pub const CASES: &[$crate::Case] = &[$($crate::Case::$case),*];
+
         $(
             #[$attr]
             async fn $case() {
                 let harness = $harness;
-                $crate::conformance::$case(&harness).await;
+                $crate::Case::$case.run(&harness).await;
             }
         )*
     };
+    (@with [$($case:ident)*] enum) => {
+        /// One case of the suite; its name is the name of its test.
+        #[allow(non_camel_case_types, missing_docs)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Case {
+            $($case),*
+        }
+
+        impl Case {
+            /// Every case, in the order of the list.
+            pub const ALL: &'static [Case] = &[$(Case::$case),*];
+
+            /// The case's name, as its function and test are named.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Case::$case => stringify!($case)),*
+                }
+            }
+
+            /// Runs the case on `harness`; panics, naming what broke, on failure.
+            pub async fn run<H: Harness>(self, harness: &H) {
+                match self {
+                    $(Case::$case => cases::$case(harness).await),*
+                }
+            }
+        }
+    };
+    ($harness:expr, $attr:meta) => {
+        $crate::conformance_tests!(@list tests [$harness] [$attr]);
+    };
 }
+
+conformance_tests!(@list enum);
