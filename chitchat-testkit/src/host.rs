@@ -13,7 +13,7 @@ use crate::listener::SimListener;
 use crate::trace::TraceEvent;
 use crate::world::World;
 
-/// A host of a [`Network`]: one IP address that binds listeners and dials
+/// A host of a [`Network`](crate::Network): one IP address that binds listeners and dials
 /// connections, implementing chitchat's [`Binder`] and [`Connector`].
 ///
 /// Clones are the same host. Connections get ephemeral source ports like TCP's
