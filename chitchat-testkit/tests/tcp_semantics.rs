@@ -250,8 +250,10 @@ async fn sixty_virtual_seconds_take_milliseconds() {
     let idle = tokio::time::timeout(Duration::from_secs(60), read_some(&mut accepted, 1)).await;
     assert!(idle.is_err());
     assert_eq!(net.elapsed() - start, Duration::from_secs(120));
+    // Real sleeps would take all 120 s; a loaded machine may slow the work
+    // itself, so the bound is half of that, not a figure of an idle machine.
     assert!(
-        wall.elapsed() < Duration::from_secs(5),
+        wall.elapsed() < Duration::from_secs(60),
         "took {:?}",
         wall.elapsed()
     );
