@@ -11,12 +11,13 @@ use chitchat_core::{
     Addr, BindError, BindOptions, Binder, CloseReason, ConnErrorKind, ConnectError, Connection,
     Delimiter, EncodeError, Event, EventStream, Listener, OversizePolicy, WriteError,
 };
+use chitchat_testkit::RawPeer;
 use chitchat_tokio::{Client, ClientBuilder, Server, ServerBuilder};
 use futures::StreamExt;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::time::timeout;
 
-use super::{Harness, RawPeer};
+use crate::harness::Harness;
 
 /// Longest wait for anything that should happen promptly. Virtual time on the
 /// in-memory network; on TCP, generous for a loaded CI machine.

@@ -19,9 +19,10 @@
 //! A case panics on failure, with a message naming what broke.
 //!
 //! # Layout
-//! - `lib.rs`: the [`Harness`] trait, and the one list of cases
+//! - `lib.rs`: the one list of cases
 //!   ([`conformance_tests!`](crate::conformance_tests)), from which both [`Case`]
 //!   and the tests are expanded.
+//! - `harness.rs`: the [`Harness`] trait, what a transport gives the suite.
 //! - `cases.rs`: the cases.
 //! - `tcp.rs`, `unix.rs`, `tls.rs`, `sim.rs`: one harness per transport.
 //!
@@ -33,48 +34,17 @@
 #![deny(missing_docs, dead_code)]
 
 mod cases;
+mod harness;
 mod sim;
 mod tcp;
 mod tls;
 mod unix;
 
-use std::any::Any;
-use std::future::Future;
-
-use chitchat_core::{Addr, Binder, Connector};
-// For the cases (`super::RawPeer`).
-use chitchat_testkit::RawPeer;
-
+pub use harness::Harness;
 pub use sim::SimHarness;
 pub use tcp::TcpHarness;
 pub use tls::TlsHarness;
 pub use unix::UnixHarness;
-
-/// A transport the suite can run on.
-pub trait Harness: Send + Sync + 'static {
-    /// Binds the servers of the suite.
-    type Binder: Binder;
-    /// Dials the clients and raw peers of the suite.
-    type Connector: Connector;
-
-    /// Where servers bind; port 0, so that each case gets a free port.
-    fn server_addr(&self) -> Addr;
-
-    /// The server side of the transport.
-    fn binder(&self) -> &Self::Binder;
-
-    /// The client side of the transport.
-    fn connector(&self) -> &Self::Connector;
-
-    /// An address where connecting hangs (nobody answers), and a guard that keeps it
-    /// so until dropped.
-    fn black_hole(&self) -> impl Future<Output = (Addr, Box<dyn Any + Send>)> + Send;
-
-    /// Drops a connection abortively: the other end sees a reset, not an EOF.
-    /// Returns false when the transport has no abortive close (the connection is
-    /// just dropped, and the case that needs a reset is skipped).
-    fn abort(&self, conn: <Self::Connector as Connector>::Conn) -> bool;
-}
 
 /// Expands to one test function per conformance case, each running the case on the
 /// harness built by `$harness`, with `$attr` as its test attribute (for example

@@ -4,9 +4,9 @@ use std::any::Any;
 use std::time::Duration;
 
 use chitchat_core::{Addr, BindOptions, Binder};
-
-use super::Harness;
 use chitchat_testkit::{Host, LinkConfig, NetConfig, Network, SimConn};
+
+use crate::harness::Harness;
 
 /// Runs the suite on a fresh in-memory [`Network`]: the server on 10.0.0.1, clients
 /// on 10.0.0.2. Use it under paused time (`tokio::test(start_paused = true)`), so

@@ -572,7 +572,7 @@ fn thousand_resets_mid_frame_leak_no_task_and_no_fd() {
             .await;
         let took = began.elapsed();
         wait_until("every connection task to end", || {
-            alive_tasks() == tasks_before
+            alive_tasks() <= tasks_before
         })
         .await;
         let (tasks_after, fds_after) = (alive_tasks(), open_fds());
@@ -702,11 +702,13 @@ fn ten_thousand_handler_panics_leave_the_server_serving_and_leak_nothing() {
             tally.lock().unwrap().1.values().sum::<usize>()
         };
 
+        // Tasks and fds before any connection: a warm-up connection's task may still
+        // be ending after its close event was counted.
+        let (tasks_before, fds_before) = (alive_tasks(), open_fds());
         // Warm-up, so that the baseline includes the allocator's per-thread arenas.
         const WARM_UP: usize = 1000;
         panic_batch(addr, WARM_UP, "warm-up").await;
         wait_until("the warm-up's close events", || closed(&tally) >= WARM_UP).await;
-        let (tasks_before, fds_before) = (alive_tasks(), open_fds());
         let (rss_before, blocks_before) = (rss_kib(), live_blocks());
         let began = Instant::now();
         let done = panic_batch(addr, PANICS, "run").await;
@@ -715,8 +717,9 @@ fn ten_thousand_handler_panics_leave_the_server_serving_and_leak_nothing() {
         let mut good = GoodPeer::connect(addr, 0).await.unwrap();
         good.rounds(10).await.unwrap();
         drop(good);
+        // Until no more than before (the assertions below tell a difference).
         wait_until("every connection task to end", || {
-            alive_tasks() == tasks_before && server.stats().open == 0
+            alive_tasks() <= tasks_before && server.stats().open == 0
         })
         .await;
         let (tasks_after, fds_after, rss_after) = (alive_tasks(), open_fds(), rss_kib());
@@ -1521,7 +1524,7 @@ fn cut_and_graceful_shutdown_under_load_end_every_task_and_free_the_port() {
             drop(peer);
             rebound.cut().await;
             drop((server, rebound));
-            wait_until("every task to end", || alive_tasks() == tasks_before).await;
+            wait_until("every task to end", || alive_tasks() <= tasks_before).await;
             let (tasks_after, fds_after) = (alive_tasks(), open_fds());
             let what = if graceful { "shutdown(1 s)" } else { "cut" };
             lines.push(format!(
