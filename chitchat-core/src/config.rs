@@ -29,6 +29,16 @@ pub const DEFAULT_PARTIAL_FRAME_BUDGET: usize = 1024 * DEFAULT_MAX_FRAME_LEN;
 /// make the server hold more than this for it.
 pub const DEFAULT_MAX_OUTBOUND: usize = 4 * DEFAULT_MAX_FRAME_LEN;
 
+/// Default share of one source IP in a server's connections: large NAT gateways put
+/// hundreds of users behind one address, and 1 024 keeps any one address under 1 %
+/// of the default total, so a single host cannot lock the others out.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
+
+/// Default bytes of received frames a stream client keeps for its reader before it
+/// stops reading from the socket: a burst of replies fits, a server that sends
+/// faster than the program reads is slowed down by TCP instead of filling memory.
+pub const DEFAULT_MAX_INBOUND: usize = 4 * DEFAULT_MAX_FRAME_LEN;
+
 /// Default listen backlog. tokio's `TcpListener::bind` uses 128, which overflows when
 /// thousands of clients connect at once (each overflow costs the client a 1 s SYN
 /// retry); the kernel caps this value at `net.core.somaxconn` anyway.
@@ -153,16 +163,22 @@ impl Default for ConnConfig {
 pub struct ServerConfig {
     /// Applied to every accepted connection.
     pub conn: ConnConfig,
-    /// Connections served at once; more are closed at accept, with a refusal event.
+    /// Connections served at once (closing ones included: they still hold a
+    /// socket); more are closed at accept, with a refusal event.
     pub max_connections: usize,
+    /// Connections one source IP may hold at once (see
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_IP`]); `usize::MAX` turns the limit off. Unix
+    /// socket peers count only in `max_connections`.
+    pub max_connections_per_ip: usize,
     /// Pending connections the kernel queues before `accept` (see [`DEFAULT_BACKLOG`]).
     pub backlog: u32,
     /// Memory all connections together may hold for unfinished frames (the read
     /// buffers they keep while a frame is incomplete, counted by capacity); past it
     /// the connection holding the most is shed (see [`DEFAULT_PARTIAL_FRAME_BUDGET`]).
     pub partial_frame_budget: usize,
-    /// Events kept for a reader of the event stream; when it is full the oldest
-    /// event is dropped and counted, so an unread stream never slows the server.
+    /// Events kept for each subscriber of the event stream; one that falls further
+    /// behind loses its oldest and counts them, so a slow reader never slows the
+    /// server.
     pub event_capacity: usize,
 }
 
@@ -171,6 +187,7 @@ impl Default for ServerConfig {
         ServerConfig {
             conn: ConnConfig::default(),
             max_connections: 100_000,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             backlog: DEFAULT_BACKLOG,
             partial_frame_budget: DEFAULT_PARTIAL_FRAME_BUDGET,
             event_capacity: 1024,
@@ -188,6 +205,10 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Events kept for a reader of the event stream (see [`ServerConfig`]).
     pub event_capacity: usize,
+    /// Without a handler, received frames wait for the client's reader (its
+    /// `Stream`); past this many bytes the client stops reading from the socket
+    /// until the reader catches up (see [`DEFAULT_MAX_INBOUND`]).
+    pub max_inbound: usize,
 }
 
 impl Default for ClientConfig {
@@ -196,6 +217,7 @@ impl Default for ClientConfig {
             conn: ConnConfig::default(),
             connect_timeout: Duration::from_secs(10),
             event_capacity: 64,
+            max_inbound: DEFAULT_MAX_INBOUND,
         }
     }
 }

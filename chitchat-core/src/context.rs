@@ -1,7 +1,8 @@
-//! What user code sees of a connection while it handles a frame: the [`Frame`], the
-//! [`ReadContext`], and the [`Handler`] that receives both.
+//! What user code sees of a connection while it handles it: the [`Frame`] just
+//! received and the [`ReadContext`] (the peer, replies, close, user data, and every
+//! other connection).
 //!
-//! Both are object-safe and runtime-free, so a handler is written once against
+//! The context is object-safe and runtime-free, so a handler is written once against
 //! chitchat-core and runs on any backend: tokio TCP in production, the in-memory
 //! network in tests.
 
@@ -13,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use crate::addr::Addr;
 use crate::error::WriteError;
 use crate::frame::FrameExtent;
+use crate::peers::Peers;
 
 /// One received frame (delimiter removed), lent to the handler where it lies in the
 /// connection's read buffer.
@@ -38,13 +40,13 @@ pub struct Frame<'a> {
 }
 
 impl<'a> Frame<'a> {
-    /// The frame [`Framer::find_frame`](crate::Framer::find_frame) located at the front
-    /// of `buf` (for backends).
+    /// The frame the framer located at the front of `buf` (see
+    /// [`backend::lend_frame`](crate::backend::lend_frame)).
     ///
     /// # Panics
     /// When `buf` is shorter than the extent.
     #[inline]
-    pub fn new(buf: &'a mut BytesMut, extent: FrameExtent) -> Self {
+    pub(crate) fn lend(buf: &'a mut BytesMut, extent: FrameExtent) -> Self {
         assert!(
             extent.payload_len <= extent.wire_len && extent.wire_len <= buf.len(),
             "frame extent {extent:?} outside a {}-byte buffer",
@@ -132,7 +134,8 @@ impl PartialEq<&str> for Frame<'_> {
     }
 }
 
-/// The connection a frame arrived on, as seen from inside the handler.
+/// The connection being handled, as seen from inside the handler: the frame's peer,
+/// our replies to it, and every other connection through [`peers`](Self::peers).
 ///
 /// ```
 /// use chitchat_core::{Frame, ReadContext};
@@ -159,55 +162,21 @@ pub trait ReadContext<S: ?Sized = ()> {
     ///
     /// # Errors
     /// [`WriteError::Encode`] when the payload cannot be framed,
-    /// [`WriteError::Closed`] after [`close`](Self::close); nothing is queued then. On
-    /// the server, [`WriteError::OutboundFull`] means the peer does not read and is
-    /// being dropped.
+    /// [`WriteError::Closed`] after [`close`](Self::close) and in
+    /// [`Handler::on_close`]; nothing is queued then. On the server,
+    /// [`WriteError::OutboundFull`] means the peer does not read and is being dropped.
     fn reply(&mut self, payload: &[u8]) -> Result<(), WriteError>;
 
     /// Closes this connection once the replies queued so far are written out. Frames
-    /// already received after this one are not handed to the handler.
+    /// already received after this one are not handed to the handler, and
+    /// [`Handler::on_close`] runs as soon as this handler call returns.
     fn close(&mut self);
 
     /// The user data the server or client was built with (the Go library's
     /// `additional`).
     fn state(&self) -> &S;
-}
 
-/// Receives every frame, in order per connection, on the connection's task.
-///
-/// Keep it quick: a handler that blocks stalls its connection (other connections run
-/// on), so spawn long work and answer later with the server's `write_to`. A panic
-/// closes only this connection and is reported as an error event.
-///
-/// Closures implement it:
-///
-/// ```
-/// use chitchat_core::{Frame, Handler, ReadContext};
-///
-/// let echo = |ctx: &mut dyn ReadContext<()>, frame: Frame<'_>| {
-///     let _ = ctx.reply(&frame);
-/// };
-/// fn assert_handler<H: Handler<()>>(_: &H) {}
-/// assert_handler(&echo);
-/// ```
-pub trait Handler<S: ?Sized = ()>: Send + Sync + 'static {
-    /// Handles one complete frame (delimiter removed).
-    fn on_frame(&self, ctx: &mut dyn ReadContext<S>, frame: Frame<'_>);
-}
-
-impl<S: ?Sized, F> Handler<S> for F
-where
-    F: Fn(&mut dyn ReadContext<S>, Frame<'_>) + Send + Sync + 'static,
-{
-    fn on_frame(&self, ctx: &mut dyn ReadContext<S>, frame: Frame<'_>) {
-        self(ctx, frame)
-    }
-}
-
-/// The handler of a client that only writes: frames from the server are dropped.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct IgnoreFrames;
-
-impl<S: ?Sized> Handler<S> for IgnoreFrames {
-    fn on_frame(&self, _: &mut dyn ReadContext<S>, _: Frame<'_>) {}
+    /// Every connection of this server (for a client: its connection), to write to
+    /// other peers, broadcast, close one, or list them.
+    fn peers(&self) -> &dyn Peers;
 }

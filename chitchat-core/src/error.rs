@@ -4,9 +4,9 @@
 //! Framing faults ([`FrameError`](crate::FrameError), [`EncodeError`]) carry no
 //! address because the framer does no I/O; the backend wraps them here with the peer.
 //!
-//! An error's message says what failed and where; the cause, if any, comes from
-//! `source()` and is not repeated in the message (print the chain, e.g. with
-//! anyhow's `{:#}`, to see both).
+//! An error's message is one whole sentence: what failed, where, and why, so
+//! `eprintln!("{e}")` says everything. The cause is also chained through `source()`
+//! for code that walks it; printing the chain as well (anyhow's `{:#}`) repeats it.
 
 use std::io;
 use std::sync::Arc;
@@ -19,8 +19,17 @@ use crate::frame::EncodeError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BindError {
+    /// The name to listen on did not resolve to an address.
+    #[error("cannot listen on {name}: {source}")]
+    Resolve {
+        /// The `host:port` text given.
+        name: String,
+        /// What the lookup said.
+        #[source]
+        source: io::Error,
+    },
     /// The transport refused the address (in use, not local, no permission...).
-    #[error("cannot listen on {addr}")]
+    #[error("cannot listen on {addr}: {source}")]
     Io {
         /// The address we tried to bind.
         addr: Addr,
@@ -34,6 +43,15 @@ pub enum BindError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
+    /// The name to connect to did not resolve to an address.
+    #[error("cannot connect to {name}: {source}")]
+    Resolve {
+        /// The `host:port` text given.
+        name: String,
+        /// What the lookup said.
+        #[source]
+        source: io::Error,
+    },
     /// Nobody answered in time.
     #[error("connecting to {addr} timed out after {after:?}")]
     Timeout {
@@ -49,7 +67,7 @@ pub enum ConnectError {
         addr: Addr,
     },
     /// Any other transport failure.
-    #[error("cannot connect to {addr}")]
+    #[error("cannot connect to {addr}: {source}")]
     Io {
         /// The address dialed.
         addr: Addr,
@@ -75,7 +93,7 @@ impl ConnectError {
 #[non_exhaustive]
 pub enum WriteError {
     /// The payload cannot be framed (see [`EncodeError`]).
-    #[error("cannot send to {peer}")]
+    #[error("cannot send to {peer}: {source}")]
     Encode {
         /// The peer the payload was for.
         peer: Addr,
@@ -178,7 +196,15 @@ pub enum ConnError {
         /// The configured maximum number of connections.
         limit: usize,
     },
-    /// The handler panicked on one of the peer's frames.
+    /// The peer's IP already held its share of the server's connections.
+    #[error("refused {peer}: its IP already holds {limit} connections")]
+    RefusedPerIp {
+        /// The refused peer.
+        peer: Addr,
+        /// The configured maximum number of connections per IP.
+        limit: usize,
+    },
+    /// The handler panicked on one of the peer's frames (or in a connection hook).
     #[error("handler panicked on a frame from {peer}: {message}")]
     HandlerPanic {
         /// The peer whose frame was being handled.
@@ -187,7 +213,7 @@ pub enum ConnError {
         message: String,
     },
     /// The transport failed (reset, broken pipe...).
-    #[error("i/o error with {peer}")]
+    #[error("connection with {peer} failed: {source}")]
     Io {
         /// The peer.
         peer: Addr,
@@ -197,7 +223,7 @@ pub enum ConnError {
     },
     /// Accepting a connection failed (e.g. out of file descriptors); the listener
     /// backs off and keeps going.
-    #[error("accept on {local} failed")]
+    #[error("accept on {local} failed: {source}")]
     Accept {
         /// The listening address.
         local: Addr,
@@ -220,6 +246,7 @@ pub enum ConnErrorKind {
     WriteTimeout,
     OutboundFull,
     Refused,
+    RefusedPerIp,
     HandlerPanic,
     Io,
     Accept,
@@ -227,7 +254,7 @@ pub enum ConnErrorKind {
 
 impl ConnErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ConnErrorKind; 11] = [
+    pub const ALL: [ConnErrorKind; 12] = [
         ConnErrorKind::FrameTooLong,
         ConnErrorKind::TruncatedFrame,
         ConnErrorKind::IdleTimeout,
@@ -236,6 +263,7 @@ impl ConnErrorKind {
         ConnErrorKind::WriteTimeout,
         ConnErrorKind::OutboundFull,
         ConnErrorKind::Refused,
+        ConnErrorKind::RefusedPerIp,
         ConnErrorKind::HandlerPanic,
         ConnErrorKind::Io,
         ConnErrorKind::Accept,
@@ -259,6 +287,7 @@ impl ConnError {
             ConnError::WriteTimeout { .. } => ConnErrorKind::WriteTimeout,
             ConnError::OutboundFull { .. } => ConnErrorKind::OutboundFull,
             ConnError::Refused { .. } => ConnErrorKind::Refused,
+            ConnError::RefusedPerIp { .. } => ConnErrorKind::RefusedPerIp,
             ConnError::HandlerPanic { .. } => ConnErrorKind::HandlerPanic,
             ConnError::Io { .. } => ConnErrorKind::Io,
             ConnError::Accept { .. } => ConnErrorKind::Accept,
@@ -276,6 +305,7 @@ impl ConnError {
             | ConnError::WriteTimeout { peer, .. }
             | ConnError::OutboundFull { peer, .. }
             | ConnError::Refused { peer, .. }
+            | ConnError::RefusedPerIp { peer, .. }
             | ConnError::HandlerPanic { peer, .. }
             | ConnError::Io { peer, .. } => *peer,
             ConnError::Accept { local, .. } => *local,

@@ -1,244 +1,368 @@
-//! What happens in the background, as a bounded stream: errors and closed connections.
+//! One bounded event queue for everything that reports in the background: a
+//! server's or client's [`ConnEvent`]s, the heartbeat's membership changes.
 //!
-//! The Go library's error channel blocked the server when nobody drained it. Here the
-//! queue keeps the newest [`ServerConfig::event_capacity`](crate::ServerConfig) events
-//! and drops the oldest, counting them: an unread stream costs a fixed amount of
-//! memory and never slows anything down.
+//! The Go library's error channel blocked the server when nobody drained it. An
+//! [`EventQueue`] never blocks and never grows: each subscriber ([`Events`]) gets
+//! every event emitted from the moment it subscribed, in order; when a subscriber
+//! falls more than the queue's capacity behind, it loses the oldest events it has not
+//! read, and counts exactly how many ([`Events::dropped`]). With no subscriber, an
+//! event costs nothing but the lock.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use futures::Stream;
 
-use crate::addr::Addr;
-use crate::error::ConnError;
-use crate::stats::{ErrorCounters, ErrorCounts};
-
-/// Why a connection ended. Exactly one close event is emitted per connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// The peer shut down its side; queued replies were written out first.
-    PeerEof,
-    /// The peer reset the connection, or the transport failed.
-    PeerReset,
-    /// Nothing arrived for the idle timeout.
-    IdleTimeout,
-    /// A frame was not finished within the frame timeout.
-    FrameTimeout,
-    /// Dropped to keep the server's unfinished-frame bytes within budget.
-    Shed,
-    /// The peer sent a frame over the limit (with [`OversizePolicy::Close`](crate::OversizePolicy)).
-    FrameTooLong,
-    /// The peer did not read: the write timeout or the outbound bound was hit.
-    WriteStalled,
-    /// The handler called [`ReadContext::close`](crate::ReadContext::close).
-    ClosedByHandler,
-    /// Closed from outside the handler: `close_remote`, or a client's `close`.
-    ClosedLocally,
-    /// The server was at its connection limit.
-    Refused,
-    /// The handler panicked.
-    HandlerPanic,
-    /// The server or client was shut down.
-    Shutdown,
-}
-
-/// Traffic counters of one connection.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct ConnStats {
-    /// Frames received and handed to the handler.
-    pub frames_in: u64,
-    /// Frames queued for the peer (replies and writes).
-    pub frames_out: u64,
-    /// Bytes read from the transport.
-    pub bytes_in: u64,
-    /// Bytes written to the transport.
-    pub bytes_out: u64,
-}
-
-/// The end of one connection.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CloseEvent {
-    /// The peer of the connection.
-    pub peer: Addr,
-    /// Why it closed.
-    pub reason: CloseReason,
-    /// What went through it.
-    pub stats: ConnStats,
-}
-
-impl CloseEvent {
-    /// A close event (for backends).
-    pub fn new(peer: Addr, reason: CloseReason, stats: ConnStats) -> Self {
-        CloseEvent {
-            peer,
-            reason,
-            stats,
-        }
-    }
-}
-
-/// One item of the event stream.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum Event {
-    /// Something went wrong; the error names the peer.
-    Error(ConnError),
-    /// A connection ended.
-    Closed(CloseEvent),
-}
-
-impl Event {
-    /// The error, if this event is one.
-    pub fn as_error(&self) -> Option<&ConnError> {
-        match self {
-            Event::Error(err) => Some(err),
-            Event::Closed(_) => None,
-        }
-    }
-
-    /// The close event, if this event is one.
-    pub fn as_closed(&self) -> Option<&CloseEvent> {
-        match self {
-            Event::Closed(close) => Some(close),
-            Event::Error(_) => None,
-        }
-    }
-}
-
-/// Creates a bounded event queue: the backend keeps the sink, users get streams.
+/// The sending side of a bounded broadcast queue (see the [module docs](self)).
+///
+/// Cloning gives another sender of the same queue.
 ///
 /// ```
-/// use chitchat_core::{event_queue, CloseEvent, CloseReason, ConnStats, Event};
+/// use chitchat_core::EventQueue;
 /// use futures::StreamExt;
 ///
-/// let (sink, mut stream) = event_queue(2);
-/// let peer = "127.0.0.1:1".parse().unwrap();
-/// for _ in 0..3 {
-///     sink.emit(Event::Closed(CloseEvent::new(peer, CloseReason::PeerEof, ConnStats::default())));
+/// # futures::executor::block_on(async {
+/// let queue = EventQueue::new(2);
+/// queue.emit("before anyone listened"); // nobody subscribed: not kept
+/// let mut early = queue.subscribe();
+/// queue.emit("a");
+/// let mut late = queue.subscribe();
+/// for word in ["b", "c"] {
+///     queue.emit(word);
 /// }
-/// assert_eq!(stream.dropped(), 1); // capacity 2: the oldest went
-/// assert!(futures::executor::block_on(stream.next()).is_some());
+/// queue.close();
+/// // Capacity 2: `early` lost "a", the oldest it had not read; `late` lost nothing.
+/// assert_eq!(early.by_ref().collect::<Vec<_>>().await, ["b", "c"]);
+/// assert_eq!(early.dropped(), 1);
+/// assert_eq!(late.by_ref().collect::<Vec<_>>().await, ["b", "c"]);
+/// assert_eq!(late.dropped(), 0);
+/// # });
 /// ```
+pub struct EventQueue<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// One subscription to an [`EventQueue`]: every event emitted since it was made, in
+/// order, as a `futures::Stream`.
 ///
-/// # Panics
-/// If `capacity` is 0.
-pub fn event_queue(capacity: usize) -> (EventSink, EventStream) {
-    let (sender, receiver) = async_channel::bounded(capacity);
-    let dropped = Arc::new(AtomicU64::new(0));
-    (
-        EventSink {
-            sender,
-            dropped: dropped.clone(),
-            errors: Arc::default(),
-        },
-        EventStream {
-            receiver: Box::pin(receiver),
-            dropped,
-        },
-    )
+/// The stream ends once the queue is closed (its owner stopped) and every kept event
+/// has been read. It is `Unpin`: `events.next().await` needs no pinning.
+pub struct Events<T> {
+    shared: Arc<Shared<T>>,
+    /// This subscriber's slot in the shared state.
+    id: u64,
 }
 
-/// The sending side of an event queue, held by the backend. Never blocks.
-#[derive(Clone, Debug)]
-pub struct EventSink {
-    sender: async_channel::Sender<Event>,
-    dropped: Arc<AtomicU64>,
-    errors: Arc<ErrorCounters>,
+struct Shared<T> {
+    state: Mutex<State<T>>,
 }
 
-impl EventSink {
-    /// Queues `event`, dropping the oldest one when the queue is full.
-    pub fn emit(&self, event: Event) {
-        match self.sender.force_send(event) {
-            Ok(None) => {}
-            // Displaced the oldest event, or every stream is gone: counted either way.
-            Ok(Some(_)) | Err(_) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+struct State<T> {
+    /// The newest events, at most `capacity`; `buf[0]` has sequence number `first`.
+    buf: VecDeque<T>,
+    capacity: usize,
+    first: u64,
+    closed: bool,
+    next_id: u64,
+    /// Every live subscriber: the next sequence number it reads, what it lost, and
+    /// the task waiting for more. Kept in subscription order.
+    subscribers: Vec<Subscriber>,
+}
+
+struct Subscriber {
+    id: u64,
+    next: u64,
+    dropped: u64,
+    waker: Option<Waker>,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // Every critical section leaves the state whole; a panic elsewhere does not
+        // make it unusable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<T> State<T> {
+    fn end(&self) -> u64 {
+        self.first + self.buf.len() as u64
+    }
+
+    fn subscriber(&mut self, id: u64) -> &mut Subscriber {
+        let at = self
+            .subscribers
+            .iter()
+            .position(|s| s.id == id)
+            .expect("a live subscription has a slot");
+        &mut self.subscribers[at]
+    }
+
+    /// Frees the events every subscriber has read.
+    fn trim(&mut self) {
+        let oldest_needed = self
+            .subscribers
+            .iter()
+            .map(|s| s.next)
+            .min()
+            .unwrap_or_else(|| self.end());
+        while self.first < oldest_needed && self.buf.pop_front().is_some() {
+            self.first += 1;
+        }
+    }
+}
+
+impl<T: Clone> EventQueue<T> {
+    /// A queue that keeps at most `capacity` unread events per subscriber (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        EventQueue {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    buf: VecDeque::new(),
+                    capacity: capacity.max(1),
+                    first: 0,
+                    closed: false,
+                    next_id: 0,
+                    subscribers: Vec::new(),
+                }),
+            }),
+        }
+    }
+
+    /// Hands `event` to every subscriber; never waits. When a subscriber is
+    /// `capacity` events behind, its oldest unread event is dropped (and counted).
+    /// After [`close`](Self::close), or with no subscriber, the event is discarded.
+    pub fn emit(&self, event: T) {
+        let wakers: Vec<Waker> = {
+            let mut state = self.shared.lock();
+            if state.closed || state.subscribers.is_empty() {
+                return;
             }
+            state.buf.push_back(event);
+            if state.buf.len() > state.capacity {
+                state.buf.pop_front();
+                state.first += 1;
+            }
+            state
+                .subscribers
+                .iter_mut()
+                .filter_map(|s| s.waker.take())
+                .collect()
+        };
+        for waker in wakers {
+            waker.wake();
         }
     }
 
-    /// Counts and queues an error event.
-    pub fn error(&self, error: ConnError) {
-        self.errors.count(error.kind());
-        self.emit(Event::Error(error));
+    /// A new subscriber: it gets every event emitted from now on.
+    pub fn subscribe(&self) -> Events<T> {
+        let mut state = self.shared.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        let next = state.end();
+        state.subscribers.push(Subscriber {
+            id,
+            next,
+            dropped: 0,
+            waker: None,
+        });
+        Events {
+            shared: self.shared.clone(),
+            id,
+        }
     }
 
-    /// Errors reported so far, by kind.
-    pub fn error_counts(&self) -> ErrorCounts {
-        self.errors.snapshot()
-    }
-
-    /// Events dropped so far.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    /// Marks the end of the stream: readers get `None` once the queue is drained.
+    /// Ends every subscription once its kept events are read; later events are
+    /// discarded, and later subscriptions end at once.
     pub fn close(&self) {
-        self.sender.close();
+        let wakers: Vec<Waker> = {
+            let mut state = self.shared.lock();
+            state.closed = true;
+            state
+                .subscribers
+                .iter_mut()
+                .filter_map(|s| s.waker.take())
+                .collect()
+        };
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// How many subscriptions are alive.
+    pub fn subscriber_count(&self) -> usize {
+        self.shared.lock().subscribers.len()
     }
 }
 
-/// The background events of a server or client, in order, as a `Stream`.
-///
-/// Clones share one queue: each event goes to one of them.
-#[derive(Debug)]
-pub struct EventStream {
-    // Boxed so that the stream is `Unpin` (the channel's receiver is not) and
-    // `stream.next().await` works without pinning.
-    receiver: Pin<Box<async_channel::Receiver<Event>>>,
-    dropped: Arc<AtomicU64>,
-}
-
-impl Clone for EventStream {
+impl<T> Clone for EventQueue<T> {
     fn clone(&self) -> Self {
-        EventStream {
-            receiver: Box::pin((*self.receiver).clone()),
-            dropped: self.dropped.clone(),
+        EventQueue {
+            shared: self.shared.clone(),
         }
     }
 }
 
-impl EventStream {
-    /// Events dropped so far because the queue was full (or nobody could read them).
+impl<T> std::fmt::Debug for EventQueue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.shared.lock();
+        f.debug_struct("EventQueue")
+            .field("capacity", &state.capacity)
+            .field("subscribers", &state.subscribers.len())
+            .field("closed", &state.closed)
+            .finish()
+    }
+}
+
+impl<T: Clone> Events<T> {
+    /// Events this subscriber lost because it fell `capacity` events behind,
+    /// counting those it has not reached yet.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        let mut state = self.shared.lock();
+        let first = state.first;
+        let me = state.subscriber(self.id);
+        me.dropped + first.saturating_sub(me.next)
     }
 
-    /// The next event if one is queued, without waiting.
-    pub fn try_next(&self) -> Option<Event> {
-        self.receiver.try_recv().ok()
+    /// The next event if one is waiting, without waiting. `None` also when the queue
+    /// is closed and drained; [`is_terminated`](Self::is_terminated) tells them apart.
+    pub fn try_next(&mut self) -> Option<T> {
+        let mut state = self.shared.lock();
+        Self::take(&mut state, self.id)
+    }
+
+    /// True once the queue is closed and this subscriber has read every kept event.
+    pub fn is_terminated(&self) -> bool {
+        let mut state = self.shared.lock();
+        let end = state.end();
+        state.closed && state.subscriber(self.id).next >= end
+    }
+
+    fn take(state: &mut State<T>, id: u64) -> Option<T> {
+        let (first, end) = (state.first, state.end());
+        let me = state.subscriber(id);
+        if me.next < first {
+            me.dropped += first - me.next;
+            me.next = first;
+        }
+        if me.next >= end {
+            return None;
+        }
+        let at = (me.next - first) as usize;
+        me.next += 1;
+        let event = state.buf[at].clone();
+        state.trim();
+        Some(event)
     }
 }
 
-impl Stream for EventStream {
-    type Item = Event;
+impl<T: Clone> Stream for Events<T> {
+    type Item = T;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        self.receiver.as_mut().poll_next(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut state = self.shared.lock();
+        if let Some(event) = Self::take(&mut state, self.id) {
+            return Poll::Ready(Some(event));
+        }
+        if state.closed {
+            return Poll::Ready(None);
+        }
+        let me = state.subscriber(self.id);
+        match &mut me.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 }
 
-/// How a shutdown went.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct ShutdownReport {
-    /// Connections that wrote out their queued output and shut down in order.
-    pub drained: usize,
-    /// Connections closed with output still queued (cut, or the grace ran out).
-    pub forced: usize,
+impl<T> Drop for Events<T> {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.subscribers.retain(|s| s.id != self.id);
+        state.trim();
+    }
 }
 
-impl ShutdownReport {
-    /// A report (for backends).
-    pub fn new(drained: usize, forced: usize) -> Self {
-        ShutdownReport { drained, forced }
+impl<T> std::fmt::Debug for Events<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").field("id", &self.id).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::{FutureExt, StreamExt};
+
+    #[test]
+    fn every_subscriber_gets_every_event_from_when_it_subscribed() {
+        let queue = EventQueue::new(8);
+        let mut first = queue.subscribe();
+        queue.emit(1);
+        let mut second = queue.subscribe();
+        queue.emit(2);
+        queue.close();
+        queue.emit(3); // after close: nobody gets it
+        assert_eq!(
+            first.by_ref().collect::<Vec<_>>().now_or_never(),
+            Some(vec![1, 2])
+        );
+        assert_eq!(
+            second.by_ref().collect::<Vec<_>>().now_or_never(),
+            Some(vec![2])
+        );
+        assert!(first.is_terminated() && second.is_terminated());
+        assert_eq!(queue.subscribe().next().now_or_never(), Some(None));
+    }
+
+    #[test]
+    fn a_lagging_subscriber_loses_its_oldest_and_counts_exactly() {
+        let queue = EventQueue::new(3);
+        let mut slow = queue.subscribe();
+        let mut fast = queue.subscribe();
+        for i in 0..10 {
+            queue.emit(i);
+            assert_eq!(fast.try_next(), Some(i));
+        }
+        assert_eq!(slow.dropped(), 7);
+        assert_eq!(slow.try_next(), Some(7));
+        assert_eq!(slow.dropped(), 7);
+        assert_eq!(fast.dropped(), 0);
+        assert_eq!(
+            (slow.try_next(), slow.try_next(), slow.try_next()),
+            (Some(8), Some(9), None)
+        );
+    }
+
+    #[test]
+    fn events_read_by_everyone_are_freed_and_none_are_kept_without_subscribers() {
+        let queue = EventQueue::new(100);
+        queue.emit(0);
+        assert_eq!(queue.shared.lock().buf.len(), 0);
+        let mut only = queue.subscribe();
+        queue.emit(1);
+        queue.emit(2);
+        assert_eq!(queue.shared.lock().buf.len(), 2);
+        only.try_next();
+        assert_eq!(queue.shared.lock().buf.len(), 1);
+        drop(only);
+        assert_eq!(queue.shared.lock().buf.len(), 0);
+        assert_eq!(queue.subscriber_count(), 0);
+    }
+
+    #[test]
+    fn a_waiting_subscriber_is_woken_by_emit_and_by_close() {
+        let queue = EventQueue::new(4);
+        let mut events = queue.subscribe();
+        let mut next = events.next();
+        assert_eq!((&mut next).now_or_never(), None);
+        queue.emit("x");
+        assert_eq!(next.now_or_never(), Some(Some("x")));
+        let waiting = std::thread::spawn(move || futures::executor::block_on(events.next()));
+        queue.close();
+        assert_eq!(waiting.join().unwrap(), None);
     }
 }

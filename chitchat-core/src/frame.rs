@@ -6,9 +6,9 @@
 //! which refuses anything the peer's framer would split or reject.
 //!
 //! Frames are never copied. `decode` splits each off as a `Bytes` view of the read
-//! buffer; [`Framer::find_frame`] only locates it, so the engine can lend it to the
-//! handler where it lies and skip it afterwards, with no reference counting per
-//! frame. The delimiter search resumes where the last one stopped, so a frame that
+//! buffer; backends only locate it ([`backend::LocateFrames`](crate::backend::LocateFrames)),
+//! so the engine can lend it to the handler where it lies and skip it afterwards,
+//! with no reference counting per frame. The delimiter search resumes where the last one stopped, so a frame that
 //! trickles in one byte per read costs O(n) in total, not O(n²).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -61,7 +61,8 @@ pub enum FrameError {
     },
 }
 
-/// Where [`Framer::find_frame`] found the next frame: at the front of the buffer.
+/// Where the framer found the next frame: at the front of the buffer (see
+/// [`backend::LocateFrames`](crate::backend::LocateFrames)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameExtent {
     /// The frame's bytes, delimiter (and a stripped `'\r'`) excluded.
@@ -125,9 +126,8 @@ impl Framer {
     }
 
     /// True while a frame has begun and not ended: bytes of it are buffered, or the
-    /// rest of an oversized one is being skipped. A deadline on frame completion
-    /// runs while this holds.
-    pub fn is_mid_frame(&self, buf: &BytesMut) -> bool {
+    /// rest of an oversized one is being skipped.
+    pub(crate) fn is_mid_frame(&self, buf: &BytesMut) -> bool {
         !buf.is_empty() || self.discarding
     }
 
@@ -144,31 +144,13 @@ impl Framer {
         Ok(self.find_frame(buf)?.map(|extent| extent.split_off(buf)))
     }
 
-    /// Like [`decode`](Self::decode), but leaves the frame where it is: the frame is
-    /// `buf[..payload_len]`, and the caller removes `wire_len` bytes from the front of
-    /// `buf` (with `advance` or `split_to`) before calling again.
-    ///
-    /// This is the engine's path: a frame handed to a handler by reference costs no
-    /// reference-count traffic, and a handler that keeps it splits it off itself (see
-    /// `Frame::into_bytes`). Bytes that are not part of a frame (an oversized frame
-    /// being skipped) are removed from `buf` here.
-    ///
-    /// ```
-    /// use bytes::{Buf, BytesMut};
-    /// use chitchat_core::{Delimiter, FrameConfig, Framer};
-    ///
-    /// let mut framer = Framer::new(FrameConfig::new(Delimiter::Byte(b'\n')));
-    /// let mut buf = BytesMut::from(&b"hi\r\nyo\n"[..]);
-    /// let extent = framer.find_frame(&mut buf).unwrap().unwrap();
-    /// assert_eq!(&buf[..extent.payload_len], b"hi");
-    /// buf.advance(extent.wire_len);
-    /// assert_eq!(&buf[..], b"yo\n");
-    /// ```
-    ///
-    /// # Errors
-    /// As [`decode`](Self::decode).
+    /// Locates the next frame without taking it out of `buf` (see
+    /// [`backend::LocateFrames::locate_frame`](crate::backend::LocateFrames::locate_frame)).
     #[inline]
-    pub fn find_frame(&mut self, buf: &mut BytesMut) -> Result<Option<FrameExtent>, FrameError> {
+    pub(crate) fn find_frame(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<FrameExtent>, FrameError> {
         // Per frame only this runs (inlined into the caller's loop); faults and
         // the end of the input leave through the out-of-line paths.
         let Delimiter::Byte(delimiter) = self.config.delimiter else {
@@ -277,10 +259,7 @@ impl Framer {
 
     /// [`decode_eof`](Self::decode_eof) leaving the frame in place, as
     /// [`find_frame`](Self::find_frame) does for [`decode`](Self::decode).
-    ///
-    /// # Errors
-    /// As `decode_eof`.
-    pub fn find_frame_eof(
+    pub(crate) fn find_frame_eof(
         &mut self,
         buf: &mut BytesMut,
     ) -> Result<Option<FrameExtent>, FrameError> {
@@ -350,7 +329,11 @@ impl Framer {
     /// # Errors
     /// [`EncodeError::TrailingCarriageReturn`] as in `encode`.
     #[inline]
-    pub fn encode_from_frame(&self, payload: &[u8], dst: &mut BytesMut) -> Result<(), EncodeError> {
+    pub(crate) fn encode_from_frame(
+        &self,
+        payload: &[u8],
+        dst: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         debug_assert!(
             !matches!(
                 self.check_payload(payload),

@@ -6,16 +6,21 @@
 //! depend on an async runtime; `chitchat-tokio` runs it on tokio.
 //!
 //! # Layout
-//! - [`frame`]: the [`Framer`], a sans-IO state machine: bytes in, frames out.
-//! - [`config`]: delimiter, limits, timeouts and their defaults.
-//! - [`transport`]: the [`Connection`], [`Listener`], [`Binder`] and [`Connector`]
+//! - `frame`: the [`Framer`], a sans-IO state machine: bytes in, frames out.
+//! - `config`: delimiter, limits, timeouts and their defaults.
+//! - `transport`: the [`Connection`], [`Listener`], [`Binder`] and [`Connector`]
 //!   traits every backend transport implements.
-//! - [`context`]: the [`Frame`] and [`ReadContext`] a [`Handler`] gets.
-//! - [`server`], [`client`]: the [`Server`] and [`Client`] contracts.
-//! - [`event`]: close reasons and the bounded [`EventStream`].
-//! - [`stats`]: the [`Stats`] snapshot of a server's or client's counters.
-//! - [`error`]: typed errors, each naming the address it concerns.
-//! - [`addr`]: [`Addr`], the address of an endpoint.
+//! - `context`: the [`Frame`] and the [`ReadContext`] a handler gets.
+//! - `handler`: the [`Handler`], with its connection hooks and per-connection state.
+//! - `peers`: [`Peers`], every connection of a server as a handler reaches them.
+//! - `server`, `client`: the [`Server`] and [`Client`] contracts.
+//! - `event`: [`EventQueue`] and [`Events`], the one bounded broadcast queue.
+//! - `conn_event`: [`ConnEvent`], [`CloseEvent`], [`CloseReason`], [`ConnStats`].
+//! - `stats`: the [`Stats`] snapshot of a server's or client's counters.
+//! - `error`: typed errors, each naming the address it concerns.
+//! - `addr`, `target`: [`Addr`], the address of an endpoint, and [`Target`], an
+//!   address or a name to look up.
+//! - [`backend`]: what only backends need.
 //!
 //! # Example
 //! A handler depends on this crate only, so it runs on any backend:
@@ -36,29 +41,37 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod addr;
-pub mod client;
-pub mod config;
-pub mod context;
-pub mod error;
-pub mod event;
-pub mod frame;
-pub mod server;
-pub mod stats;
-pub mod transport;
+mod addr;
+pub mod backend;
+mod client;
+mod config;
+mod conn_event;
+mod context;
+mod error;
+mod event;
+mod frame;
+mod handler;
+mod peers;
+mod server;
+mod stats;
+mod target;
+mod transport;
 
 pub use addr::{Addr, AddrParseError, UnixAddr, MAX_UNIX_NAME_LEN};
 pub use client::Client;
 pub use config::{
     ClientConfig, ConnConfig, Delimiter, FrameConfig, OversizePolicy, ServerConfig,
-    DEFAULT_BACKLOG, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND, DEFAULT_PARTIAL_FRAME_BUDGET,
+    DEFAULT_BACKLOG, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_INBOUND,
+    DEFAULT_MAX_OUTBOUND, DEFAULT_PARTIAL_FRAME_BUDGET,
 };
-pub use context::{Frame, Handler, IgnoreFrames, ReadContext};
+pub use conn_event::{CloseEvent, CloseReason, ConnEvent, ConnStats};
+pub use context::{Frame, ReadContext};
 pub use error::{BindError, ConnError, ConnErrorKind, ConnectError, WriteError};
-pub use event::{
-    event_queue, CloseEvent, CloseReason, ConnStats, Event, EventSink, EventStream, ShutdownReport,
-};
-pub use frame::{EncodeError, FrameError, FrameExtent, Framer};
-pub use server::Server;
+pub use event::{EventQueue, Events};
+pub use frame::{EncodeError, FrameError, Framer};
+pub use handler::{Handler, IgnoreFrames};
+pub use peers::{Peers, PeersHandle};
+pub use server::{Server, ShutdownReport};
 pub use stats::{ErrorCounts, Stats};
+pub use target::Target;
 pub use transport::{BindOptions, Binder, Connection, Connector, Listener};

@@ -15,7 +15,8 @@ use crate::error::ConnErrorKind;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Connections open now.
+    /// Connections open now (a closed one may still hold its socket for a moment,
+    /// writing out and draining: see [`CloseEvent`](crate::CloseEvent)).
     pub open: u64,
     /// Connections accepted (server) or established (client) in all.
     pub accepted: u64,
@@ -29,10 +30,8 @@ pub struct Stats {
     pub bytes_in: u64,
     /// Bytes written to transports.
     pub bytes_out: u64,
-    /// Errors reported, by kind (including those dropped from the event stream).
+    /// Errors reported, by kind (whether or not an event stream read them).
     pub errors: ErrorCounts,
-    /// Events dropped from the event stream because nobody read them in time.
-    pub events_dropped: u64,
 }
 
 /// Error counts by [`ConnErrorKind`].
@@ -59,16 +58,18 @@ impl ErrorCounts {
     }
 }
 
-/// Live error counters, kept by the event sink (for backends).
+/// Live error counters by kind, for backends (see [`crate::backend`]).
 #[derive(Debug, Default)]
-pub(crate) struct ErrorCounters([AtomicU64; ConnErrorKind::ALL.len()]);
+pub struct ErrorCounters([AtomicU64; ConnErrorKind::ALL.len()]);
 
 impl ErrorCounters {
-    pub(crate) fn count(&self, kind: ConnErrorKind) {
+    /// Counts one error of `kind`.
+    pub fn count(&self, kind: ConnErrorKind) {
         self.0[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self) -> ErrorCounts {
+    /// The counts so far.
+    pub fn snapshot(&self) -> ErrorCounts {
         ErrorCounts(std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed)))
     }
 }

@@ -9,7 +9,8 @@
 
 use bytes::Buf;
 use bytes::{Bytes, BytesMut};
-use chitchat_core::{Delimiter, EncodeError, Frame, FrameConfig, FrameError, FrameExtent, Framer};
+use chitchat_core::backend::{lend_frame, FrameExtent, LocateFrames};
+use chitchat_core::{Delimiter, EncodeError, FrameConfig, FrameError, Framer};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
@@ -257,7 +258,7 @@ fn feed_in_place<'a>(
     let mut outcomes = Vec::new();
     let take = |buf: &mut BytesMut, extent: FrameExtent, outcomes: &mut Vec<Outcome>| {
         let index = outcomes.len() % 64;
-        let frame = Frame::new(buf, extent);
+        let frame = lend_frame(buf, extent);
         if keep >> index & 1 == 1 {
             outcomes.push(Ok(frame.into_bytes()));
         } else {
@@ -279,9 +280,9 @@ fn feed_in_place<'a>(
     };
     for chunk in chunks {
         buf.extend_from_slice(chunk);
-        drain(framer, &mut buf, Framer::find_frame);
+        drain(framer, &mut buf, Framer::locate_frame);
     }
-    drain(framer, &mut buf, Framer::find_frame_eof);
+    drain(framer, &mut buf, Framer::locate_frame_at_eof);
     assert!(buf.is_empty(), "bytes left in the buffer after EOF");
     outcomes
 }

@@ -705,7 +705,7 @@ async fn probe<C: Connector>(
             body: Body::Probe,
         };
         let sent = tokio::time::Instant::now();
-        client.write(&encode(&probe)).ok()?;
+        client.try_write(&encode(&probe)).ok()?;
         loop {
             let ack = tokio::select! {
                 biased;

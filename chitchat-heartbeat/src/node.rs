@@ -762,7 +762,7 @@ async fn register_once<C: Connector>(shared: &Arc<NodeShared>, connector: &C) ->
             addr,
             metadata: shared.metadata.clone(),
         });
-        client.write(&encode(&register)).ok()?;
+        client.try_write(&encode(&register)).ok()?;
         loop {
             let reply = tokio::select! {
                 biased;
@@ -804,7 +804,7 @@ async fn send_leave<C: Connector>(shared: &NodeShared, connector: &C) -> Result<
             .linger(after)
             .connect_with(connector)
             .await?;
-        client.write(&encode(&shared.message(Body::Leave)))?;
+        client.try_write(&encode(&shared.message(Body::Leave)))?;
         // The master handles `leave` before it answers our close with its own.
         client.close().await;
         Ok(())

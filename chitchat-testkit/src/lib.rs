@@ -47,7 +47,7 @@
 //! ```
 //! use std::time::Duration;
 //!
-//! use chitchat_core::{Addr, CloseReason, Event, Frame, ReadContext};
+//! use chitchat_core::{CloseReason, ConnEvent, Frame, ReadContext};
 //! use chitchat_testkit::Network;
 //! use chitchat_tokio::{Client, Server};
 //! use futures::StreamExt;
@@ -67,7 +67,7 @@
 //!     let client_host = net.host([10, 0, 0, 2]);
 //!
 //!     // The engine is the one that runs on TCP; only the transport differs.
-//!     let server = Server::builder("10.0.0.1:7000".parse::<Addr>()?)
+//!     let server = Server::builder("10.0.0.1:7000")
 //!         .on_frame(pong)
 //!         .idle_timeout(Duration::from_secs(60))
 //!         .listen_on(&server_host)
@@ -81,7 +81,7 @@
 //!         })
 //!         .connect_with(&client_host)
 //!         .await?;
-//!     client.write(b"ping")?;
+//!     client.try_write(b"ping")?;
 //!     assert_eq!(replies.recv().await.unwrap(), "pong");
 //!
 //!     // Cut the cable: nothing arrives, and 60 virtual seconds later the server
@@ -89,7 +89,7 @@
 //!     net.partition(&server_host, &client_host);
 //!     let cut_at = Instant::now();
 //!     let closed = loop {
-//!         if let Some(Event::Closed(closed)) = events.next().await {
+//!         if let Some(ConnEvent::Closed(closed)) = events.next().await {
 //!             break closed;
 //!         }
 //!     };

@@ -41,7 +41,7 @@ async fn scenario(seed: u64) -> Vec<TraceEntry> {
                 .await
                 .unwrap();
             for i in 0..20 {
-                client.write(format!("{c}-{i}").as_bytes()).unwrap();
+                client.try_write(format!("{c}-{i}").as_bytes()).unwrap();
             }
             if c == 0 {
                 net.partition(&host, server_ip);

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chitchat_core::{
-    Addr, BindOptions, Binder, CloseReason, ConnError, ConnErrorKind, ConnectError, Connection,
-    Connector, Event, EventStream, Listener, ReadContext, WriteError,
+    Addr, BindOptions, Binder, CloseReason, ConnError, ConnErrorKind, ConnEvent, ConnectError,
+    Connection, Connector, Events, Listener, ReadContext, WriteError,
 };
 use chitchat_testkit::{
     Host, LinkConfig, NetConfig, Network, RawPeer, SimConn, SimListener, TraceEntry,
@@ -51,9 +51,9 @@ fn echo<S: Send + Sync + 'static>(builder: ServerBuilder<S>) -> ServerBuilder<S>
 }
 
 /// Everything a server or client reports, with the (virtual) time it was seen.
-type Log = Arc<Mutex<Vec<(Instant, Event)>>>;
+type Log = Arc<Mutex<Vec<(Instant, ConnEvent)>>>;
 
-fn record(mut stream: EventStream) -> Log {
+fn record(mut stream: Events<ConnEvent>) -> Log {
     let log = Log::default();
     let sink = log.clone();
     tokio::spawn(async move {
@@ -219,7 +219,7 @@ async fn client_of_a_silent_server_times_out_as_configured() {
     let (_held, _) = listener.accept().await.unwrap(); // accepted, never read
     let log = record(client.events());
     let sent = Instant::now();
-    client.write(b"anybody there?").unwrap();
+    client.try_write(b"anybody there?").unwrap();
     let closed = client.closed().await;
     let after = sent.elapsed();
     tokio::task::yield_now().await;
@@ -277,7 +277,7 @@ async fn client_of_a_server_closing_mid_frame_reports_a_typed_error() {
             .await
             .unwrap();
         let log = record(client.events());
-        client.write(b"hello").unwrap();
+        client.try_write(b"hello").unwrap();
         let closed = client.closed().await;
         server.await.unwrap();
         tokio::task::yield_now().await;
@@ -411,7 +411,7 @@ async fn echo_under_partitions_resets_and_chunking_delivers_exactly_once_in_orde
             let mut sent = Vec::new();
             for i in 0..FRAMES {
                 let frame = format!("client {c} frame {i} {}", "z".repeat((c + i) % 40));
-                match client.write(frame.as_bytes()) {
+                match client.try_write(frame.as_bytes()) {
                     Ok(()) => sent.push(Bytes::from(frame)),
                     Err(WriteError::Closed { .. }) => break, // typed, and final
                     Err(other) => panic!("client {c}: {other}"),
@@ -729,7 +729,7 @@ fn chaos_run(seed: u64) -> Result<Vec<TraceEntry>, String> {
         while i < CHAOS_FRAMES {
             let burst = knobs.gen_range(1..=64);
             for _ in 0..burst.min(CHAOS_FRAMES - i) {
-                match client.write(frame(i, pads[i]).as_bytes()) {
+                match client.try_write(frame(i, pads[i]).as_bytes()) {
                     Ok(()) => i += 1,
                     Err(WriteError::OutboundFull { .. }) => {
                         client.flush().await.map_err(|e| e.to_string())?;

@@ -15,7 +15,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use chitchat_core::{Delimiter, Frame, FrameConfig, Framer};
+use chitchat_core::backend::{lend_frame, LocateFrames};
+use chitchat_core::{Delimiter, FrameConfig, Framer};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tokio_util::codec::{AnyDelimiterCodec, Decoder, LinesCodec};
 
@@ -43,8 +44,8 @@ struct InPlace(Framer);
 
 impl Splitter for InPlace {
     fn next_len(&mut self, buf: &mut BytesMut) -> Option<usize> {
-        let extent = self.0.find_frame(buf).expect("valid stream")?;
-        let len = black_box(Frame::new(buf, extent)).len();
+        let extent = self.0.locate_frame(buf).expect("valid stream")?;
+        let len = black_box(lend_frame(buf, extent)).len();
         buf.advance(extent.wire_len);
         Some(len)
     }

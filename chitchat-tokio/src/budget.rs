@@ -6,13 +6,13 @@
 //! holding the most is dropped (shed), one at a time, until the total fits.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use chitchat_core::{CloseReason, ConnError, EventSink};
+use chitchat_core::{CloseReason, ConnError};
 
 use crate::handle::{CloseRequest, ConnHandle, ConnShared};
 use crate::registry::Registry;
-use crate::report;
+use crate::report::Reporter;
 
 #[derive(Debug)]
 pub(crate) struct PartialBudget {
@@ -21,57 +21,56 @@ pub(crate) struct PartialBudget {
     /// Connections told to go that have not gone yet, with what they held: their
     /// bytes are as good as freed, so they count against the excess only once.
     shedding: Mutex<Vec<(ConnHandle, usize)>>,
-    registry: Arc<Registry>,
-    events: EventSink,
 }
 
 impl PartialBudget {
-    pub(crate) fn new(limit: usize, registry: Arc<Registry>, events: EventSink) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         PartialBudget {
             limit,
             held: AtomicUsize::new(0),
             shedding: Mutex::new(Vec::new()),
-            registry,
-            events,
         }
     }
 
     /// `conn` now holds `now` bytes for an unfinished frame instead of `before`.
     /// Called by the connection's task, which releases all it holds before it
-    /// reports itself closed.
-    pub(crate) fn update(&self, conn: &ConnShared, before: usize, now: usize) {
-        conn.partial.store(now, Ordering::Relaxed);
+    /// ends.
+    pub(crate) fn update(
+        &self,
+        conn: &ConnShared,
+        before: usize,
+        now: usize,
+        registry: &Registry,
+        reporter: &Reporter,
+    ) {
+        conn.set_partial(now);
         if now < before {
             self.held.fetch_sub(before - now, Ordering::AcqRel);
             return;
         }
         let total = self.held.fetch_add(now - before, Ordering::AcqRel) + (now - before);
         if total > self.limit {
-            self.shed_until_within();
+            self.shed_until_within(registry, reporter);
         }
     }
 
     /// Sheds the largest holders not already shed until what the rest hold fits.
-    fn shed_until_within(&self) {
-        let mut shedding = self.shedding.lock().unwrap_or_else(|e| e.into_inner());
+    fn shed_until_within(&self, registry: &Registry, reporter: &Reporter) {
+        let mut shedding = self.shedding.lock().unwrap_or_else(PoisonError::into_inner);
         // Gone ones have released their bytes already.
-        shedding.retain(|(conn, _)| !conn.is_closed());
+        shedding.retain(|(conn, _)| conn.partial() > 0);
         let mut going: usize = shedding.iter().map(|&(_, held)| held).sum();
         while self.held.load(Ordering::Acquire).saturating_sub(going) > self.limit {
-            let chosen = self
-                .registry
-                .largest_partial(|c| shedding.iter().any(|(s, _)| Arc::ptr_eq(s, c)));
+            let chosen =
+                registry.largest_partial(|c| shedding.iter().any(|(s, _)| Arc::ptr_eq(s, c)));
             let Some((chosen, held)) = chosen else {
                 return;
             };
-            report::error(
-                &self.events,
-                ConnError::Shed {
-                    peer: chosen.peer,
-                    held,
-                    budget: self.limit,
-                },
-            );
+            reporter.error(ConnError::Shed {
+                peer: chosen.peer,
+                held,
+                budget: self.limit,
+            });
             chosen.request_close(CloseRequest::Abort(CloseReason::Shed));
             going += held;
             shedding.push((chosen, held));

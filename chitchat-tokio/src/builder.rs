@@ -1,29 +1,10 @@
 //! Setters that server and client builders share: both configure one connection the
 //! same way, so the setters are written once.
 
-/// Expands to the per-connection setters and the handler setters of a builder whose
-/// `config` has a `conn` field of type `ConnConfig` and whose `handler` field is an
-/// `Arc<dyn Handler<S>>`.
+/// Expands to the per-connection setters of a builder whose `config` has a `conn`
+/// field of type `ConnConfig`.
 macro_rules! conn_setters {
     () => {
-        /// Sets the handler to a closure called with every frame.
-        pub fn on_frame<F>(mut self, handler: F) -> Self
-        where
-            F: Fn(&mut dyn chitchat_core::ReadContext<S>, chitchat_core::Frame<'_>)
-                + Send
-                + Sync
-                + 'static,
-        {
-            self.handler = std::sync::Arc::new(handler);
-            self
-        }
-
-        /// Sets the handler to a [`Handler`](chitchat_core::Handler) implementation.
-        pub fn handler(mut self, handler: impl chitchat_core::Handler<S>) -> Self {
-            self.handler = std::sync::Arc::new(handler);
-            self
-        }
-
         /// Where frames end (default `\n`).
         pub fn delimiter(mut self, delimiter: chitchat_core::Delimiter) -> Self {
             self.config.conn.frame.delimiter = delimiter;
@@ -42,23 +23,24 @@ macro_rules! conn_setters {
             self
         }
 
-        /// Close the connection when nothing arrives for this long (default: never).
-        pub fn idle_timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.config.conn.idle_timeout = Some(timeout);
+        /// Close the connection when nothing arrives for this long; `None` waits
+        /// forever (see `ConnConfig::idle_timeout` for the default).
+        pub fn idle_timeout(mut self, timeout: impl Into<Option<std::time::Duration>>) -> Self {
+            self.config.conn.idle_timeout = timeout.into();
             self
         }
 
         /// Close the connection when a frame, once begun, is not finished within this
-        /// time (default: no limit).
-        pub fn frame_timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.config.conn.frame_timeout = Some(timeout);
+        /// time; `None` for no limit (see `ConnConfig::frame_timeout`).
+        pub fn frame_timeout(mut self, timeout: impl Into<Option<std::time::Duration>>) -> Self {
+            self.config.conn.frame_timeout = timeout.into();
             self
         }
 
-        /// Give up on the peer when queued output makes no progress for this long
-        /// (default: never).
-        pub fn write_timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.config.conn.write_timeout = Some(timeout);
+        /// Give up on the peer when queued output makes no progress for this long;
+        /// `None` waits forever (see `ConnConfig::write_timeout`).
+        pub fn write_timeout(mut self, timeout: impl Into<Option<std::time::Duration>>) -> Self {
+            self.config.conn.write_timeout = timeout.into();
             self
         }
 

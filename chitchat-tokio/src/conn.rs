@@ -12,26 +12,26 @@
 
 use std::future::Future;
 use std::io;
-use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use chitchat_core::backend::{close_event, lend_frame, FrameExtent, LocateFrames};
 use chitchat_core::{
-    Addr, CloseEvent, CloseReason, ConnConfig, ConnError, ConnStats, Connection, Frame, FrameError,
-    FrameExtent, Framer, Handler, OversizePolicy, ReadContext, WriteError,
+    Addr, CloseReason, ConnConfig, ConnError, ConnStats, Connection, FrameError, Framer,
+    OversizePolicy,
 };
 use tokio::time::{sleep_until, Instant, Sleep};
 
-use crate::budget::PartialBudget;
+use crate::clock::Stamp;
+use crate::ctx::{Ctx, Request};
+use crate::erased::{ConnState, ErasedHandler};
 use crate::handle::{CloseRequest, ConnHandle};
-use crate::report;
-use crate::stats::Counters;
-use crate::timeouts::LiveTimeouts;
+use crate::hub::Hub;
+use crate::shutdown::Finished;
 
 /// First read size. Small enough that a burst of short frames costs little memory,
 /// large enough for one Ethernet-sized segment several times over.
@@ -46,21 +46,9 @@ const ROUNDS_PER_POLL: usize = 32;
 /// What every connection of one server (or one client) shares.
 pub(crate) struct ConnParams<S> {
     pub(crate) config: ConnConfig,
-    pub(crate) timeouts: Arc<LiveTimeouts>,
-    pub(crate) handler: Arc<dyn Handler<S>>,
+    pub(crate) handler: Box<dyn ErasedHandler<S>>,
     pub(crate) state: Arc<S>,
-    /// The server's budget for unfinished frames (servers only).
-    pub(crate) budget: Option<Arc<PartialBudget>>,
-    /// Totals behind `stats()`.
-    pub(crate) counters: Arc<Counters>,
-}
-
-/// How the task ended.
-#[derive(Debug)]
-pub(crate) struct Finished {
-    pub(crate) event: CloseEvent,
-    /// Everything queued was written and our side shut down in order.
-    pub(crate) flushed: bool,
+    pub(crate) hub: Arc<Hub>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -74,7 +62,7 @@ enum Phase {
     /// input makes TCP send a reset, which can destroy our last bytes in flight.
     Closing {
         reason: CloseReason,
-        deadline: Instant,
+        deadline: Stamp,
         shutdown_sent: bool,
         drain: bool,
     },
@@ -86,13 +74,6 @@ struct End {
     flushed: bool,
 }
 
-/// What the handler asked for, beyond replies.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Request {
-    Close,
-    Abort(CloseReason),
-}
-
 /// The future that runs one connection until it closes.
 pub(crate) struct Driver<C, S> {
     conn: C,
@@ -101,7 +82,7 @@ pub(crate) struct Driver<C, S> {
     framer: Framer,
     /// Unhandled input. Capacity 0 while idle: we wait for readability first.
     read_buf: BytesMut,
-    read_size: usize,
+    read_size: u32,
     /// Encoded output not yet taken by the transport.
     out: BytesMut,
     /// Bytes were written since the transport was last flushed (TLS buffers
@@ -111,48 +92,60 @@ pub(crate) struct Driver<C, S> {
     /// are counted locally and published once per read, not once per frame.
     unpublished: usize,
     stats: ConnStats,
-    /// `stats` as last added to the shared counters.
-    stats_reported: ConnStats,
+    /// Frames in and out as last added to the shared counters (bytes are added as
+    /// they move, once per system call).
+    frames_reported: [u64; 2],
     phase: Phase,
     /// The peer shut down its write side: nothing more to read.
     read_eof: bool,
     /// Set by the handler or a full queue: end now, without flushing.
     abort: Option<CloseReason>,
-    last_read: Instant,
+    last_read: Stamp,
     /// When the unfinished frame at the front of the input began, for the frame
     /// timeout.
-    frame_started: Option<Instant>,
+    frame_started: Option<Stamp>,
     /// Unfinished-frame bytes last reported to the server's budget.
     partial_reported: usize,
     /// Since when queued output has been waiting without progress.
-    write_stalled_since: Option<Instant>,
+    write_stalled_since: Option<Stamp>,
     /// One timer for the nearest deadline; allocated the first time one is needed.
     timer: Option<Pin<Box<Sleep>>>,
+    /// The handler's state for this connection: made when it opens, handed to the
+    /// close hook.
+    conn_state: Option<ConnState>,
+    /// The open hook has run (or the connection ended before it could).
+    opened: bool,
+    /// The close has been reported (event, close hook, registry).
+    announced: bool,
 }
 
 impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
     pub(crate) fn new(conn: C, shared: ConnHandle, params: Arc<ConnParams<S>>) -> Self {
         let framer = Framer::new(params.config.frame);
+        let last_read = params.hub.epoch.stamp(Instant::now());
         Driver {
             conn,
             shared,
             params,
             framer,
             read_buf: BytesMut::new(),
-            read_size: INITIAL_READ,
+            read_size: INITIAL_READ as u32,
             out: BytesMut::new(),
             unflushed: false,
             unpublished: 0,
             stats: ConnStats::default(),
-            stats_reported: ConnStats::default(),
+            frames_reported: [0; 2],
             phase: Phase::Open,
             read_eof: false,
             abort: None,
-            last_read: Instant::now(),
+            last_read,
             frame_started: None,
             partial_reported: 0,
             write_stalled_since: None,
             timer: None,
+            conn_state: None,
+            opened: false,
+            announced: false,
         }
     }
 
@@ -216,6 +209,9 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             ..
         } = self.phase
         {
+            // Our last bytes are handed to the transport: closed for the
+            // application, whatever the drain below still takes.
+            self.announce_close(reason);
             if self.read_eof || !drain {
                 return Err(End {
                     reason,
@@ -241,7 +237,9 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             return false;
         }
         match self.phase {
-            Phase::Open | Phase::WriteShut { .. } => self.out.len() < self.read_high_water(),
+            Phase::Open | Phase::WriteShut { .. } => {
+                self.out.len() < self.read_high_water() && !self.params.hub.reads_paused()
+            }
             Phase::Closing {
                 shutdown_sent,
                 drain,
@@ -254,8 +252,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
     fn publish_queued(&mut self) {
         if self.unpublished > 0 {
             self.shared
-                .queued
-                .fetch_add(std::mem::take(&mut self.unpublished), Ordering::AcqRel);
+                .add_queued(std::mem::take(&mut self.unpublished));
         }
     }
 
@@ -268,11 +265,10 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
                 self.out.advance(n);
                 self.unflushed = true;
                 self.stats.bytes_out += n as u64;
+                self.params.hub.counters.add_bytes_out(n);
                 self.write_stalled_since = None;
-                self.shared.queued.fetch_sub(n, Ordering::AcqRel);
-                if self.out.is_empty() {
-                    self.shared.drained.notify_waiters();
-                }
+                self.shared.sub_queued(n);
+                self.params.hub.output_progressed();
                 Ok(true)
             }
             Poll::Ready(Err(err)) => Err(self.fail(err)),
@@ -319,8 +315,9 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             }
         }
         let spare = self.read_buf.capacity() - self.read_buf.len();
-        if spare < self.read_size / 4 {
-            self.read_buf.reserve(self.read_size);
+        let read_size = self.read_size as usize;
+        if spare < read_size / 4 {
+            self.read_buf.reserve(read_size);
         }
         let spare = self.read_buf.capacity() - self.read_buf.len();
         match self.conn.poll_read(cx, &mut self.read_buf) {
@@ -338,9 +335,10 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             }
             Poll::Ready(Ok(n)) => {
                 self.stats.bytes_in += n as u64;
-                self.last_read = Instant::now();
+                self.params.hub.counters.add_bytes_in(n);
+                self.last_read = self.params.hub.epoch.stamp(Instant::now());
                 if n == spare {
-                    self.read_size = (self.read_size * 2).min(MAX_READ);
+                    self.read_size = (self.read_size * 2).min(MAX_READ as u32);
                 }
                 if self.delivering() {
                     self.decode_frames();
@@ -372,8 +370,15 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
 
     fn report_partial(&mut self, held: usize) {
         if held != self.partial_reported {
-            if let Some(budget) = &self.params.budget {
-                budget.update(&self.shared, self.partial_reported, held);
+            let hub = &self.params.hub;
+            if let Some(budget) = &hub.budget {
+                budget.update(
+                    &self.shared,
+                    self.partial_reported,
+                    held,
+                    &hub.registry,
+                    &hub.reporter,
+                );
             }
             self.partial_reported = held;
         }
@@ -381,7 +386,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
 
     fn decode_frames(&mut self) {
         while self.delivering() {
-            match self.framer.find_frame(&mut self.read_buf) {
+            match self.framer.locate_frame(&mut self.read_buf) {
                 Ok(Some(extent)) => self.deliver(extent),
                 Ok(None) => return,
                 Err(err) => self.on_frame_error(err),
@@ -393,7 +398,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
 
     fn on_eof(&mut self) {
         while self.delivering() {
-            match self.framer.find_frame_eof(&mut self.read_buf) {
+            match self.framer.locate_frame_at_eof(&mut self.read_buf) {
                 Ok(Some(extent)) => self.deliver(extent),
                 Ok(None) => break,
                 Err(err) => self.on_frame_error(err),
@@ -407,58 +412,100 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
 
     fn on_frame_error(&mut self, err: FrameError) {
         let peer = self.peer();
-        let events = self.shared.events();
+        let reporter = &self.params.hub.reporter;
         match err {
             FrameError::TooLong { limit } => {
-                report::error(events, ConnError::FrameTooLong { peer, limit });
+                reporter.error(ConnError::FrameTooLong { peer, limit });
                 if self.params.config.oversize == OversizePolicy::Close {
                     self.begin_closing(CloseReason::FrameTooLong, None);
                 }
             }
             FrameError::Truncated { len } => {
-                report::error(events, ConnError::TruncatedFrame { peer, len });
+                reporter.error(ConnError::TruncatedFrame { peer, len });
             }
             // FrameError is non-exhaustive; a new kind of fault closes the connection.
             _ => self.begin_closing(CloseReason::PeerReset, None),
         }
     }
 
+    /// Builds the handler's context from the task's fields and runs `call` with it
+    /// and the connection's state, catching a panic. `frame` is where the frame
+    /// being handled lies (empty outside `on_frame`).
+    fn with_ctx<R>(
+        &mut self,
+        frame: std::ops::Range<*const u8>,
+        writable: bool,
+        call: impl FnOnce(&dyn ErasedHandler<S>, &mut Ctx<'_, S, C>, &mut Option<ConnState>) -> R,
+    ) -> (std::thread::Result<R>, Option<Request>) {
+        let mut request = None;
+        // Field-by-field borrows: the handler gets the output buffer itself.
+        let params = &*self.params;
+        let mut ctx = Ctx {
+            frame,
+            shared: &self.shared,
+            conn: &self.conn,
+            hub: &params.hub,
+            framer: &self.framer,
+            out: &mut self.out,
+            unpublished: &mut self.unpublished,
+            frames_out: &mut self.stats.frames_out,
+            writable,
+            request: &mut request,
+            state: &*params.state,
+        };
+        let conn_state = &mut self.conn_state;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            call(&*params.handler, &mut ctx, conn_state)
+        }));
+        (outcome, request)
+    }
+
+    /// Runs the open hook, once, before the first frame.
+    fn open(&mut self) {
+        self.opened = true;
+        let writable = self.phase == Phase::Open;
+        let (outcome, request) = self.with_ctx(
+            std::ptr::null()..std::ptr::null(),
+            writable,
+            |handler, ctx, conn| {
+                *conn = Some(handler.on_open(ctx));
+            },
+        );
+        self.after_handler(outcome, request);
+    }
+
     /// Calls the handler with the frame lent in place; it stays in the read buffer
     /// unless the handler takes it, and is skipped afterwards.
     fn deliver(&mut self, extent: FrameExtent) {
         self.stats.frames_in += 1;
-        let mut request = None;
         let unread = self.read_buf.len();
-        let outcome = {
-            let frame = Frame::new(&mut self.read_buf, extent);
-            // Field-by-field borrows: the handler gets the output buffer itself.
-            let mut ctx = Ctx {
-                frame: frame.as_ptr_range(),
-                shared: &self.shared,
-                framer: &self.framer,
-                out: &mut self.out,
-                unpublished: &mut self.unpublished,
-                frames_out: &mut self.stats.frames_out,
-                writable: self.phase == Phase::Open,
-                request: &mut request,
-                state: &*self.params.state,
-            };
-            let handler = &self.params.handler;
-            catch_unwind(AssertUnwindSafe(|| handler.on_frame(&mut ctx, frame)))
-        };
+        let range = self.read_buf[..extent.payload_len].as_ptr_range();
+        let writable = self.phase == Phase::Open;
+        // The frame borrows the read buffer while the context borrows the rest.
+        let mut read_buf = std::mem::take(&mut self.read_buf);
+        let (outcome, request) = self.with_ctx(range, writable, |handler, ctx, conn| {
+            let frame = lend_frame(&mut read_buf, extent);
+            match conn {
+                Some(state) => handler.on_frame(ctx, state, frame),
+                None => unreachable!("frames are delivered only after the open hook"),
+            }
+        });
+        self.read_buf = read_buf;
         // A handler that kept the frame (`Frame::into_bytes`) took it out already.
         if self.read_buf.len() == unread {
             self.read_buf.advance(extent.wire_len);
         }
+        self.after_handler(outcome, request);
+    }
+
+    /// Acts on what a handler call asked for, or on its panic.
+    fn after_handler(&mut self, outcome: std::thread::Result<()>, request: Option<Request>) {
         if let Err(panic) = outcome {
             let message = panic_message(panic.as_ref());
-            report::error(
-                self.shared.events(),
-                ConnError::HandlerPanic {
-                    peer: self.peer(),
-                    message,
-                },
-            );
+            self.params.hub.reporter.error(ConnError::HandlerPanic {
+                peer: self.peer(),
+                message,
+            });
             self.begin_closing(CloseReason::HandlerPanic, None);
             return;
         }
@@ -467,6 +514,41 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             Some(Request::Close) => self.begin_closing(CloseReason::ClosedByHandler, None),
             Some(Request::Abort(reason)) => self.abort = Some(reason),
         }
+    }
+
+    /// Reports the close, once, as soon as the connection is closed for the
+    /// application and our queued output is handed to the transport: the close
+    /// hook runs and subscribers get the event. The task may still linger
+    /// afterwards, draining what the peer sends so that our last bytes are not
+    /// destroyed by a reset.
+    fn announce_close(&mut self, reason: CloseReason) {
+        if self.announced {
+            return;
+        }
+        self.announced = true;
+        self.shared.set_closing();
+        // The totals include what the event reports.
+        self.report_traffic();
+        let event = close_event(self.peer(), reason, self.stats);
+        if self.conn_state.is_some() {
+            let (outcome, _) = self.with_ctx(
+                std::ptr::null()..std::ptr::null(),
+                false,
+                |handler, ctx, conn| {
+                    if let Some(state) = conn.take() {
+                        handler.on_close(ctx, state, &event);
+                    }
+                },
+            );
+            if let Err(panic) = outcome {
+                let message = panic_message(panic.as_ref());
+                self.params.hub.reporter.error(ConnError::HandlerPanic {
+                    peer: self.peer(),
+                    message,
+                });
+            }
+        }
+        self.params.hub.conn_closed(event);
     }
 
     /// Stops handling frames and starts the orderly close. The first reason wins.
@@ -490,10 +572,12 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         );
         self.phase = Phase::Closing {
             reason,
-            deadline: Instant::now() + linger,
+            deadline: self.params.hub.epoch.stamp(Instant::now() + linger),
             shutdown_sent,
             drain,
         };
+        // No longer a peer; the close is reported once our output is out.
+        self.shared.set_closing();
     }
 
     /// A transport error ends the connection. While closing it only cuts the close
@@ -503,13 +587,10 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         if let Phase::Closing { reason, .. } = self.phase {
             return End { reason, flushed };
         }
-        report::error(
-            self.shared.events(),
-            ConnError::Io {
-                peer: self.peer(),
-                source: Arc::new(err),
-            },
-        );
+        self.params.hub.reporter.error(ConnError::Io {
+            peer: self.peer(),
+            source: Arc::new(err),
+        });
         End {
             reason: CloseReason::PeerReset,
             flushed,
@@ -520,6 +601,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
     /// a deadline changed the state (another round is due).
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> Result<bool, End> {
         let now = Instant::now();
+        let epoch = self.params.hub.epoch;
         let mut next: Option<Instant> = None;
         let mut consider = |deadline: Instant| {
             next = Some(next.map_or(deadline, |n| n.min(deadline)));
@@ -532,6 +614,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             ..
         } = self.phase
         {
+            let deadline = epoch.instant(deadline);
             if now >= deadline {
                 return Err(End {
                     reason,
@@ -540,13 +623,13 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             }
             consider(deadline);
         } else if !self.read_eof {
-            if let Some(idle) = self.params.timeouts.idle() {
-                let deadline = self.last_read.checked_add(idle);
+            if let Some(idle) = self.params.hub.timeouts.idle() {
+                let deadline = epoch.instant(self.last_read).checked_add(idle);
                 if deadline.is_some_and(|d| now >= d) {
-                    report::error(
-                        self.shared.events(),
-                        ConnError::IdleTimeout { peer, after: idle },
-                    );
+                    self.params
+                        .hub
+                        .reporter
+                        .error(ConnError::IdleTimeout { peer, after: idle });
                     self.begin_closing(CloseReason::IdleTimeout, None);
                     return Ok(true);
                 }
@@ -555,12 +638,12 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             if let (Some(after), Some(started)) =
                 (self.params.config.frame_timeout, self.frame_started)
             {
-                let deadline = started.checked_add(after);
+                let deadline = epoch.instant(started).checked_add(after);
                 if deadline.is_some_and(|d| now >= d) {
-                    report::error(
-                        self.shared.events(),
-                        ConnError::FrameTimeout { peer, after },
-                    );
+                    self.params
+                        .hub
+                        .reporter
+                        .error(ConnError::FrameTimeout { peer, after });
                     self.begin_closing(CloseReason::FrameTimeout, None);
                     return Ok(true);
                 }
@@ -568,14 +651,14 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             }
         }
         if !self.out.is_empty() {
-            if let Some(after) = self.params.timeouts.write() {
-                let since = *self.write_stalled_since.get_or_insert(now);
-                let deadline = since.checked_add(after);
+            if let Some(after) = self.params.hub.timeouts.write() {
+                let since = *self.write_stalled_since.get_or_insert(epoch.stamp(now));
+                let deadline = epoch.instant(since).checked_add(after);
                 if deadline.is_some_and(|d| now >= d) {
-                    report::error(
-                        self.shared.events(),
-                        ConnError::WriteTimeout { peer, after },
-                    );
+                    self.params
+                        .hub
+                        .reporter
+                        .error(ConnError::WriteTimeout { peer, after });
                     return Err(End {
                         reason: CloseReason::WriteStalled,
                         flushed: false,
@@ -598,22 +681,29 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         Ok(timer.as_mut().poll(cx).is_ready())
     }
 
-    /// Adds this connection's traffic since the last report to the shared totals.
+    /// Adds the frames of this connection since the last report to the shared
+    /// totals (bytes are added as they move).
     fn report_traffic(&mut self) {
-        if self.stats != self.stats_reported {
-            self.params.counters.add(&self.stats, &self.stats_reported);
-            self.stats_reported = self.stats;
+        let frames = [self.stats.frames_in, self.stats.frames_out];
+        if frames != self.frames_reported {
+            self.params.hub.counters.add_frames(
+                frames[0] - self.frames_reported[0],
+                frames[1] - self.frames_reported[1],
+            );
+            self.frames_reported = frames;
         }
     }
 
     fn finish(&mut self, end: End) -> Finished {
         self.timer = None;
-        // Before reporting closed: the budget counts a closed connection as gone.
+        // Before the task ends: the budget counts an ended connection as gone.
         self.report_partial(0);
         self.shared.close_writes();
-        self.shared.queued.store(0, Ordering::Release);
+        self.shared.clear_queued();
         self.report_traffic();
+        self.announce_close(end.reason);
         tracing::debug!(
+            peer = %self.shared.peer,
             reason = ?end.reason,
             frames_in = self.stats.frames_in,
             frames_out = self.stats.frames_out,
@@ -621,12 +711,12 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             bytes_out = self.stats.bytes_out,
             "closed"
         );
-        let event = CloseEvent::new(self.peer(), end.reason, self.stats);
-        self.shared.set_closed(event.clone());
-        Finished {
-            event,
+        let finished = Finished {
+            reason: end.reason,
             flushed: end.flushed,
-        }
+        };
+        self.params.hub.conn_finished(&self.shared, &finished);
+        finished
     }
 }
 
@@ -635,6 +725,9 @@ impl<C: Connection, S: Send + Sync + 'static> Future for Driver<C, S> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished> {
         let this = self.get_mut();
+        if !this.opened {
+            this.open();
+        }
         for _ in 0..ROUNDS_PER_POLL {
             let step = match this.round(cx) {
                 Ok(true) => Ok(true),
@@ -668,77 +761,5 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         text.clone()
     } else {
         "non-string panic payload".to_owned()
-    }
-}
-
-/// The [`ReadContext`] handed to the handler: replies go straight into the task's
-/// output buffer, no channel, no allocation.
-struct Ctx<'a, S> {
-    /// Where the frame being handled lies. Nothing can write there while the
-    /// handler runs, so a reply from inside it (an echo) is known to hold no
-    /// delimiter and is not searched again.
-    frame: Range<*const u8>,
-    shared: &'a ConnHandle,
-    framer: &'a Framer,
-    out: &'a mut BytesMut,
-    unpublished: &'a mut usize,
-    frames_out: &'a mut u64,
-    /// False once our write side is shut down.
-    writable: bool,
-    request: &'a mut Option<Request>,
-    state: &'a S,
-}
-
-impl<S> ReadContext<S> for Ctx<'_, S> {
-    fn peer_addr(&self) -> Addr {
-        self.shared.peer
-    }
-
-    fn local_addr(&self) -> Addr {
-        self.shared.local
-    }
-
-    fn reply(&mut self, payload: &[u8]) -> Result<(), WriteError> {
-        // The peer's address (96 bytes) is copied only into an error.
-        let shared = self.shared;
-        if !self.writable || self.request.is_some() {
-            return Err(WriteError::Closed { peer: shared.peer });
-        }
-        // Encode first (one pass over the payload checks and copies it), then
-        // take it back out if it does not fit.
-        let before = self.out.len();
-        let from_frame =
-            self.frame.start <= payload.as_ptr() && payload.as_ptr_range().end <= self.frame.end;
-        if from_frame {
-            self.framer.encode_from_frame(payload, self.out)
-        } else {
-            self.framer.encode(payload, self.out)
-        }
-        .map_err(|source| WriteError::Encode {
-            peer: shared.peer,
-            source,
-        })?;
-        let limit = shared.max_outbound();
-        let queued = shared.queued() + *self.unpublished;
-        if queued > 0 && queued + (self.out.len() - before) > limit {
-            self.out.truncate(before);
-            let peer = shared.peer;
-            if shared.drops_when_full() {
-                report::error(shared.events(), ConnError::OutboundFull { peer, limit });
-                *self.request = Some(Request::Abort(CloseReason::WriteStalled));
-            }
-            return Err(WriteError::OutboundFull { peer, limit });
-        }
-        *self.unpublished += self.out.len() - before;
-        *self.frames_out += 1;
-        Ok(())
-    }
-
-    fn close(&mut self) {
-        self.request.get_or_insert(Request::Close);
-    }
-
-    fn state(&self) -> &S {
-        self.state
     }
 }

@@ -1,17 +1,17 @@
-//! The part of a connection that other tasks can reach: the registry, a client
-//! handle, `write_to` and `close_remote`. They queue output and requests here and wake
-//! the connection's task, which owns the socket.
+//! The part of a connection that other tasks can reach: the registry, `write_to`,
+//! `broadcast`, `close_remote`, a client's `try_write`. They queue output and requests
+//! here and wake the connection's task, which owns the socket.
+//!
+//! Kept small, since every open connection has one: what is the same for every
+//! connection of a server (framer, bounds) is passed in by the caller.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use chitchat_core::{Addr, CloseEvent, CloseReason, ConnError, EventSink, Framer, WriteError};
+use chitchat_core::{Addr, CloseReason, Framer, WriteError};
 use futures::task::AtomicWaker;
-use tokio::sync::Notify;
-
-use crate::report;
 
 /// How a connection should end, as asked from outside its task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,109 +29,117 @@ pub(crate) enum CloseRequest {
 
 /// What outside tasks queued for the connection task.
 #[derive(Debug, Default)]
-pub(crate) struct Inbox {
+struct Inbox {
     /// Encoded frames, delimiters included.
-    pub(crate) out: BytesMut,
+    out: BytesMut,
     /// How many frames `out` holds, for the counters.
-    pub(crate) frames: u64,
+    frames: u64,
     /// The strongest close request so far.
-    pub(crate) close: Option<CloseRequest>,
+    close: Option<CloseRequest>,
+}
+
+/// How much a connection may queue, and what a full queue means.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OutboundBound {
+    pub(crate) limit: usize,
+    /// On a server a full queue means the peer does not read: it is dropped. A
+    /// client only refuses the write; its user can wait for room.
+    pub(crate) drop_when_full: bool,
 }
 
 /// Shared between a connection's task and everything that holds its handle.
 #[derive(Debug)]
 pub(crate) struct ConnShared {
     pub(crate) peer: Addr,
-    pub(crate) local: Addr,
-    /// Encodes external writes exactly as the task encodes replies.
-    framer: Framer,
-    max_outbound: usize,
-    /// On the server a full queue means the peer does not read: drop it. A client
-    /// only refuses the write; its user can flush and retry.
-    drop_when_full: bool,
-    events: EventSink,
-    inbox: Mutex<Inbox>,
+    /// Accept order, set once when registered.
+    seq: AtomicU64,
+    /// Allocated by the first write or request from outside, freed when the task
+    /// takes it: most connections of a server never have one.
+    inbox: Mutex<Option<Box<Inbox>>>,
     /// Set whenever `inbox` has something, so the task's hot path skips the lock.
     inbox_ready: AtomicBool,
     /// No more output accepted (closing or closed).
     write_closed: AtomicBool,
+    /// Closed for the application: no longer a peer, though its task may still be
+    /// writing out and draining (linger).
+    closing: AtomicBool,
     /// Bytes queued and not yet written to the transport: the inbox's and the
     /// task's together. One counter, so the outbound bound is exact.
-    pub(crate) queued: AtomicUsize,
+    queued: AtomicUsize,
     /// Bytes of an unfinished frame the task holds, for the server's budget.
-    pub(crate) partial: AtomicUsize,
+    partial: AtomicUsize,
     waker: AtomicWaker,
-    /// Woken when the task's queue empties, for `flush`.
-    pub(crate) drained: Notify,
-    closed: OnceLock<CloseEvent>,
-    closed_notify: Notify,
 }
 
+/// A cheap, clonable handle to one connection.
+pub(crate) type ConnHandle = Arc<ConnShared>;
+
 impl ConnShared {
-    pub(crate) fn new(
-        peer: Addr,
-        local: Addr,
-        framer: Framer,
-        max_outbound: usize,
-        drop_when_full: bool,
-        events: EventSink,
-    ) -> Self {
+    pub(crate) fn new(peer: Addr) -> Self {
         ConnShared {
             peer,
-            local,
-            framer,
-            max_outbound,
-            drop_when_full,
-            events,
-            inbox: Mutex::new(Inbox::default()),
+            seq: AtomicU64::new(0),
+            inbox: Mutex::new(None),
             inbox_ready: AtomicBool::new(false),
             write_closed: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             partial: AtomicUsize::new(0),
             waker: AtomicWaker::new(),
-            drained: Notify::new(),
-            closed: OnceLock::new(),
-            closed_notify: Notify::new(),
         }
     }
 
-    fn inbox(&self) -> std::sync::MutexGuard<'_, Inbox> {
+    fn inbox(&self) -> MutexGuard<'_, Option<Box<Inbox>>> {
         // A panic while holding this lock leaves plain data behind: keep using it.
-        self.inbox
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inbox.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues one frame for the peer.
-    pub(crate) fn write(&self, payload: &[u8]) -> Result<(), WriteError> {
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_seq(&self, seq: u64) {
+        self.seq.store(seq, Ordering::Relaxed);
+    }
+
+    /// Queues one frame for the peer, encoded by `framer`, within `bound`. A full
+    /// queue on a server asks the task to drop the peer; the caller reports it.
+    pub(crate) fn write(
+        &self,
+        payload: &[u8],
+        framer: &Framer,
+        bound: OutboundBound,
+    ) -> Result<(), WriteError> {
         let peer = self.peer;
-        let mut inbox = self.inbox();
+        let mut guard = self.inbox();
         if self.write_closed.load(Ordering::Acquire) {
             return Err(WriteError::Closed { peer });
         }
+        let inbox = guard.get_or_insert_with(Box::default);
         let before = inbox.out.len();
-        self.framer
+        framer
             .encode(payload, &mut inbox.out)
             .map_err(|source| WriteError::Encode { peer, source })?;
         let len = inbox.out.len() - before;
         // An empty queue takes any frame: the bound is on backlog, and a frame the
         // framer accepts must always be sendable.
         let queued = self.queued.load(Ordering::Acquire);
-        if queued > 0 && queued + len > self.max_outbound {
+        if queued > 0 && queued + len > bound.limit {
             inbox.out.truncate(before);
-            let limit = self.max_outbound;
-            if self.drop_when_full {
+            if bound.drop_when_full {
                 inbox.close = Some(CloseRequest::Abort(CloseReason::WriteStalled));
                 self.write_closed.store(true, Ordering::Release);
-                drop(inbox);
-                report::error(&self.events, ConnError::OutboundFull { peer, limit });
+                drop(guard);
                 self.wake();
             }
-            return Err(WriteError::OutboundFull { peer, limit });
+            return Err(WriteError::OutboundFull {
+                peer,
+                limit: bound.limit,
+            });
         }
         inbox.frames += 1;
         self.queued.fetch_add(len, Ordering::AcqRel);
-        drop(inbox);
+        drop(guard);
         self.wake();
         Ok(())
     }
@@ -139,7 +147,8 @@ impl ConnShared {
     /// Asks the task to close. A later request only ever strengthens an earlier one
     /// (abort beats graceful beats write shutdown).
     pub(crate) fn request_close(&self, request: CloseRequest) {
-        let mut inbox = self.inbox();
+        let mut guard = self.inbox();
+        let inbox = guard.get_or_insert_with(Box::default);
         let stronger = match (inbox.close, request) {
             (None, _) => true,
             (Some(CloseRequest::Abort(_)), _) => false,
@@ -150,8 +159,10 @@ impl ConnShared {
         if stronger {
             inbox.close = Some(request);
         }
-        self.write_closed.store(true, Ordering::Release);
-        drop(inbox);
+        if request != CloseRequest::ShutdownWrite {
+            self.write_closed.store(true, Ordering::Release);
+        }
+        drop(guard);
         self.wake();
     }
 
@@ -165,7 +176,8 @@ impl ConnShared {
         self.waker.wake();
     }
 
-    /// For the task: registers its waker and takes what was queued, if anything.
+    /// For the task: registers its waker and takes what was queued, if anything:
+    /// appends the frames to `into` and returns how many, and the close request.
     pub(crate) fn take_inbox(
         &self,
         waker: &std::task::Waker,
@@ -175,15 +187,14 @@ impl ConnShared {
         if !self.inbox_ready.swap(false, Ordering::AcqRel) {
             return None;
         }
-        let mut inbox = self.inbox();
+        let inbox = self.inbox().take()?;
+        let Inbox { out, frames, close } = *inbox;
         if into.is_empty() {
-            std::mem::swap(into, &mut inbox.out);
+            *into = out;
         } else {
-            into.extend_from_slice(&inbox.out);
-            inbox.out.clear();
+            into.extend_from_slice(&out);
         }
-        let frames = std::mem::take(&mut inbox.frames);
-        Some((frames, inbox.close.take()))
+        Some((frames, close))
     }
 
     /// For the task: stop accepting output from outside.
@@ -191,66 +202,43 @@ impl ConnShared {
         self.write_closed.store(true, Ordering::Release);
     }
 
+    /// For the task: the connection is closed for the application.
+    pub(crate) fn set_closing(&self) {
+        self.close_writes();
+        self.closing.store(true, Ordering::Release);
+    }
+
+    /// Closed for the application (its task may still linger).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
     /// Bytes queued and not yet written, inbox included.
     pub(crate) fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
     }
 
-    /// The bound on [`queued`](Self::queued).
-    pub(crate) fn max_outbound(&self) -> usize {
-        self.max_outbound
+    /// For the task: counts `n` more bytes queued by its handler.
+    pub(crate) fn add_queued(&self, n: usize) {
+        self.queued.fetch_add(n, Ordering::AcqRel);
     }
 
-    /// Whether a full queue drops the peer (server) or only refuses (client).
-    pub(crate) fn drops_when_full(&self) -> bool {
-        self.drop_when_full
+    /// For the task: `n` queued bytes were written (or `all`, at the end).
+    pub(crate) fn sub_queued(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
     }
 
-    pub(crate) fn events(&self) -> &EventSink {
-        &self.events
+    /// For the task, at the end: nothing is queued any more.
+    pub(crate) fn clear_queued(&self) {
+        self.queued.store(0, Ordering::Release);
     }
 
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.get().is_some()
+    /// Bytes of an unfinished frame the task holds.
+    pub(crate) fn partial(&self) -> usize {
+        self.partial.load(Ordering::Relaxed)
     }
 
-    /// For the task, once: the connection is gone.
-    pub(crate) fn set_closed(&self, event: CloseEvent) {
-        self.write_closed.store(true, Ordering::Release);
-        let _ = self.closed.set(event);
-        self.closed_notify.notify_waiters();
-        self.drained.notify_waiters();
-    }
-
-    /// Waits until the connection is gone.
-    pub(crate) async fn closed(&self) -> CloseEvent {
-        loop {
-            let notified = self.closed_notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(event) = self.closed.get() {
-                return event.clone();
-            }
-            notified.await;
-        }
-    }
-
-    /// Waits until everything queued so far is written to the transport.
-    pub(crate) async fn flush(&self) -> Result<(), WriteError> {
-        loop {
-            let notified = self.drained.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.queued() == 0 {
-                return Ok(());
-            }
-            if self.is_closed() {
-                return Err(WriteError::Closed { peer: self.peer });
-            }
-            notified.await;
-        }
+    pub(crate) fn set_partial(&self, held: usize) {
+        self.partial.store(held, Ordering::Relaxed);
     }
 }
-
-/// A cheap, clonable handle to one connection.
-pub(crate) type ConnHandle = Arc<ConnShared>;

@@ -2,45 +2,62 @@
 //! on TCP or any transport that implements chitchat-core's traits.
 //!
 //! # Layout
-//! - `server`: [`Server`] and its builder: bind, accept loop, registry of connections.
-//! - `client`: [`Client`] and its builder: dial with a timeout, write, close.
-//! - `conn`: the task of one connection, the same for every transport and both sides.
+//! - `server`: [`Server`] and its builder: bind, then a handle on the running server.
+//! - `client`: [`Client`] and its builder: dial (names looked up), send, receive.
+//! - `accept`: the accept loop and admission (connection limits, per IP too).
+//! - `hub`: what one server's connections share (registry, limits, events) and the
+//!   `Peers` that handlers reach.
+//! - `conn`: the task of one connection, the same for every transport and both
+//!   sides; `ctx`: the `ReadContext` it hands the handler; `erased`: the handler
+//!   with its per-connection state type erased.
 //! - `handle`: what other tasks can reach of a connection (queue, close request).
-//! - `registry`: the live connections of a server, by peer address.
-//! - `budget`: the server-wide budget for bytes held in unfinished frames.
-//! - `shutdown`: cut and graceful drain.
+//! - `registry`: the live connections, in accept order.
+//! - `admission`, `budget`: the connection limits and the server-wide budget for
+//!   bytes held in unfinished frames.
+//! - `inbound`: the frames a client without a handler keeps for its `Stream`.
+//! - `report`, `stats`, `timeouts`, `shutdown`: events and error counts, counters,
+//!   live timeouts, cut and graceful drain.
 //! - `transport`: the transports: [`Tcp`], [`Unix`], TLS (feature `tls`), and
 //!   [`StreamConn`], a tokio socket as a connection.
 //! - `codec`: [`FrameCodec`], the same framing as a tokio-util `Decoder`/`Encoder`.
 //!
 //! # Example
-//! An echo server and a client that talks to it:
+//! A relay server (each line goes to every other peer, a greeting to newcomers) and
+//! two clients, one of them a `Stream` of frames:
 //!
 //! ```
-//! use chitchat_core::{Addr, Frame, ReadContext};
+//! use chitchat_core::{Frame, Handler, ReadContext};
 //! use chitchat_tokio::{Client, Server};
-//! use std::sync::Mutex;
+//! use futures::StreamExt;
+//!
+//! struct Relay;
+//!
+//! impl Handler for Relay {
+//!     type Conn = ();
+//!
+//!     fn on_open(&self, ctx: &mut dyn ReadContext, _: &mut ()) {
+//!         let _ = ctx.reply(b"welcome");
+//!     }
+//!
+//!     fn on_frame(&self, ctx: &mut dyn ReadContext, _: &mut (), frame: Frame<'_>) {
+//!         let me = ctx.peer_addr();
+//!         let _ = ctx.peers().broadcast_except(&me, &frame);
+//!     }
+//! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> anyhow::Result<()> {
-//! let server = Server::builder("127.0.0.1:0".parse::<Addr>()?)
-//!     .on_frame(|ctx, frame| {
-//!         let _ = ctx.reply(&frame); // delimiter appended
-//!     })
-//!     .listen()
-//!     .await?;
+//! let server = Server::builder("127.0.0.1:0").handler(Relay).listen().await?;
 //!
-//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-//! let client = Client::with_state(server.local_addr(), Mutex::new(tx))
-//!     .on_frame(|ctx: &mut dyn ReadContext<_>, frame: Frame<'_>| {
-//!         let _ = ctx.state().lock().unwrap().send(frame.into_bytes());
-//!     })
-//!     .connect()
-//!     .await?;
-//! client.write(b"hello")?;
-//! assert_eq!(rx.recv().await.unwrap(), "hello");
+//! let mut alice = Client::builder(server.local_addr()).connect().await?;
+//! let mut bob = Client::builder(server.local_addr()).connect().await?;
+//! assert_eq!(alice.next().await.unwrap(), "welcome");
+//! assert_eq!(bob.next().await.unwrap(), "welcome");
+//! alice.send(b"hello").await?; // waits for room if the server reads slowly
+//! assert_eq!(bob.next().await.unwrap(), "hello");
 //!
-//! client.close().await;
+//! alice.close().await;
+//! bob.close().await;
 //! server.cut().await;
 //! # Ok(())
 //! # }
@@ -59,12 +76,19 @@
 //!   connection: 448 KiB with the defaults, and `max_connections` connections.
 #![deny(missing_docs)]
 
+mod accept;
+mod admission;
 mod budget;
 mod builder;
 mod client;
+mod clock;
 mod codec;
 mod conn;
+mod ctx;
+mod erased;
 mod handle;
+mod hub;
+mod inbound;
 mod registry;
 mod report;
 mod server;

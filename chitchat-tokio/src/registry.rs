@@ -1,74 +1,139 @@
-//! The live connections of a server, by peer address: what `remote_addrs`,
-//! `write_to`, `close_remote`, shutdown and the partial-frame budget look through.
+//! The live connections of a server (or the one of a client), in accept order: what
+//! `remote_addrs`, `write_to`, `broadcast`, `close_remote`, shutdown and the
+//! partial-frame budget look through.
+//!
+//! Order is the accept order, kept by a sequence number, so that everything that
+//! walks the connections (a broadcast, a peer list) does so in an order that depends
+//! only on what happened, never on a hash seed. Lookups by peer address go through
+//! a hash table that is never iterated. A connection stays registered until its task
+//! ends (a closing connection still holds a socket and counts against the limits),
+//! but once it is closed for the application it is no longer a peer: lists, lookups
+//! and broadcasts skip it.
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-use std::sync::{Mutex, MutexGuard};
+use std::collections::hash_map::RandomState;
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chitchat_core::Addr;
+use hashbrown::HashTable;
 
 use crate::handle::ConnHandle;
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Registry {
-    conns: Mutex<HashMap<Addr, ConnHandle>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Every registered connection, by accept sequence number.
+    by_seq: BTreeMap<u64, ConnHandle>,
+    /// The same connections, found by peer address. Never iterated: its order,
+    /// which depends on a random seed, reaches nobody.
+    by_peer: HashTable<ConnHandle>,
+    hasher: RandomState,
+    next_seq: u64,
+}
+
+impl Inner {
+    fn hash(&self, peer: &Addr) -> u64 {
+        self.hasher.hash_one(peer)
+    }
 }
 
 impl Registry {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Addr, ConnHandle>> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         // Plain data: a panic elsewhere while holding the lock leaves it usable.
-        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Registers `conn` unless `max` connections are already registered.
     pub(crate) fn insert_within(&self, conn: ConnHandle, max: usize) -> bool {
-        let mut conns = self.lock();
-        if conns.len() >= max {
+        let mut inner = self.lock();
+        if inner.by_seq.len() >= max {
             return false;
         }
-        conns.insert(conn.peer, conn);
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        conn.set_seq(seq);
+        let hash = inner.hash(&conn.peer);
+        let Inner {
+            by_peer, hasher, ..
+        } = &mut *inner;
+        by_peer.insert_unique(hash, conn.clone(), |c| hasher.hash_one(c.peer));
+        inner.by_seq.insert(seq, conn);
         true
     }
 
-    /// Unregisters `conn` (and not a newer connection from the same address).
+    /// Unregisters `conn` (its task ended).
     pub(crate) fn remove(&self, conn: &ConnHandle) {
-        let mut conns = self.lock();
-        if conns
-            .get(&conn.peer)
-            .is_some_and(|c| std::sync::Arc::ptr_eq(c, conn))
-        {
-            conns.remove(&conn.peer);
+        let mut inner = self.lock();
+        inner.by_seq.remove(&conn.seq());
+        let hash = inner.hash(&conn.peer);
+        if let Ok(entry) = inner.by_peer.find_entry(hash, |c| Arc::ptr_eq(c, conn)) {
+            entry.remove();
         }
     }
 
+    /// The open (not closing) connection from `peer`.
     pub(crate) fn get(&self, peer: &Addr) -> Option<ConnHandle> {
-        self.lock().get(peer).cloned()
+        let inner = self.lock();
+        let hash = inner.hash(peer);
+        inner
+            .by_peer
+            .find(hash, |c| c.peer == *peer && !c.is_closing())
+            .cloned()
     }
 
+    /// Calls `f` with every open connection, in accept order, under the registry's
+    /// lock: `f` must not call back into the registry.
+    pub(crate) fn for_each_open(&self, mut f: impl FnMut(&ConnHandle)) {
+        let inner = self.lock();
+        for conn in inner.by_seq.values().filter(|c| !c.is_closing()) {
+            f(conn);
+        }
+    }
+
+    /// The peers of the open connections, in accept order.
+    pub(crate) fn open_addrs(&self) -> Vec<Addr> {
+        let mut addrs = Vec::new();
+        self.for_each_open(|c| addrs.push(c.peer));
+        addrs
+    }
+
+    /// Every registered connection, closing ones included, in accept order.
     pub(crate) fn all(&self) -> Vec<ConnHandle> {
-        self.lock().values().cloned().collect()
+        self.lock().by_seq.values().cloned().collect()
     }
 
-    pub(crate) fn addrs(&self) -> Vec<Addr> {
-        self.lock().keys().copied().collect()
-    }
-
+    /// Registered connections, closing ones included: what holds a socket.
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_seq.len()
     }
 
     /// The connection holding the most for an unfinished frame, if any holds some,
-    /// leaving out those `skip` names.
+    /// leaving out those `skip` names; the earliest accepted wins a tie.
     pub(crate) fn largest_partial(
         &self,
         skip: impl Fn(&ConnHandle) -> bool,
     ) -> Option<(ConnHandle, usize)> {
-        self.lock()
-            .values()
-            .filter(|c| !skip(c))
-            .map(|c| (c, c.partial.load(Ordering::Relaxed)))
-            .filter(|&(_, held)| held > 0)
-            .max_by_key(|&(_, held)| held)
-            .map(|(c, held)| (c.clone(), held))
+        let inner = self.lock();
+        let mut best: Option<(&ConnHandle, usize)> = None;
+        for conn in inner.by_seq.values().filter(|c| !skip(c)) {
+            let held = conn.partial();
+            if held > 0 && best.is_none_or(|(_, most)| held > most) {
+                best = Some((conn, held));
+            }
+        }
+        best.map(|(c, held)| (c.clone(), held))
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("len", &self.len())
+            .finish()
     }
 }

@@ -1,38 +1,59 @@
-//! Where background errors go: the event stream (for programs) and `tracing` (for
-//! people), at a level that says how much the operator should care.
+//! Where background errors and closes go: the event queue (for programs), the error
+//! counters behind `stats()`, and `tracing` (for people), at a level that says how
+//! much the operator should care.
 
-use std::error::Error;
-use std::fmt;
+use chitchat_core::backend::ErrorCounters;
+use chitchat_core::{
+    CloseEvent, ConnError, ConnErrorKind, ConnEvent, ErrorCounts, EventQueue, Events,
+};
 
-use chitchat_core::{ConnError, ConnErrorKind, EventSink};
-
-/// Logs `error` and queues it on `events`.
-pub(crate) fn error(events: &EventSink, error: ConnError) {
-    use ConnErrorKind::*;
-    let text = Chain(&error);
-    match error.kind() {
-        // Routine on any open network: a peer went away or was turned away.
-        Io | Refused => tracing::debug!(error = %text),
-        IdleTimeout | FrameTimeout | WriteTimeout | TruncatedFrame => {
-            tracing::info!(error = %text)
-        }
-        HandlerPanic => tracing::error!(error = %text),
-        _ => tracing::warn!(error = %text),
-    }
-    events.error(error);
+/// The event queue and error counters of one server or client.
+#[derive(Debug)]
+pub(crate) struct Reporter {
+    events: EventQueue<ConnEvent>,
+    errors: ErrorCounters,
 }
 
-/// An error and its causes, `: `-separated; formatted only if a subscriber wants it.
-struct Chain<'a>(&'a dyn Error);
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cause = self.0.source();
-        while let Some(err) = cause {
-            write!(f, ": {err}")?;
-            cause = err.source();
+impl Reporter {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Reporter {
+            events: EventQueue::new(capacity),
+            errors: ErrorCounters::default(),
         }
-        Ok(())
+    }
+
+    /// Logs `error`, counts it, and queues it for subscribers.
+    pub(crate) fn error(&self, error: ConnError) {
+        use ConnErrorKind::*;
+        let kind = error.kind();
+        match kind {
+            // Routine on any open network: a peer went away or was turned away.
+            Io | Refused | RefusedPerIp => tracing::debug!(error = %error),
+            IdleTimeout | FrameTimeout | WriteTimeout | TruncatedFrame => {
+                tracing::info!(error = %error)
+            }
+            HandlerPanic => tracing::error!(error = %error),
+            _ => tracing::warn!(error = %error),
+        }
+        self.errors.count(kind);
+        self.events.emit(ConnEvent::Error(error));
+    }
+
+    /// Queues the close of a connection for subscribers.
+    pub(crate) fn closed(&self, event: CloseEvent) {
+        self.events.emit(ConnEvent::Closed(event));
+    }
+
+    pub(crate) fn subscribe(&self) -> Events<ConnEvent> {
+        self.events.subscribe()
+    }
+
+    /// Ends every subscription once its events are read.
+    pub(crate) fn close(&self) {
+        self.events.close();
+    }
+
+    pub(crate) fn error_counts(&self) -> ErrorCounts {
+        self.errors.snapshot()
     }
 }

@@ -1,52 +1,48 @@
-//! The server: binding, the accept loop and the registry of live connections. Each
-//! accepted connection runs on its own task (`conn`), whatever the
-//! transport: the accept loop is generic over chitchat-core's `Listener`.
+//! The server: its builder, binding, and the user's handle on a running server. The
+//! accept loop is in `accept`, each connection's task in `conn`, and what
+//! connections share (registry, limits, events) in `hub`.
 
-use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chitchat_core::{
-    event_queue, Addr, BindError, BindOptions, Binder, CloseEvent, CloseReason, ConnError,
-    ConnStats, Connection, Event, EventSink, EventStream, Framer, Handler, IgnoreFrames, Listener,
-    ServerConfig, ShutdownReport, Stats, WriteError,
+    Addr, BindError, BindOptions, Binder, ConnEvent, Events, Frame, Framer, Handler, IgnoreFrames,
+    Listener, Peers, PeersHandle, ReadContext, ServerConfig, ShutdownReport, Stats, Target,
+    WriteError,
 };
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
+use crate::accept::accept_loop;
+use crate::admission::Admission;
 use crate::budget::PartialBudget;
-use crate::conn::{ConnParams, Driver};
-use crate::handle::{CloseRequest, ConnHandle, ConnShared};
-use crate::registry::Registry;
-use crate::report;
-use crate::shutdown::Shutdown;
-use crate::stats::Counters;
+use crate::conn::ConnParams;
+use crate::erased::ErasedHandler;
+use crate::handle::OutboundBound;
+use crate::hub::{Hub, HubParts};
+use crate::report::Reporter;
 use crate::timeouts::LiveTimeouts;
 use crate::transport::Tcp;
 
-/// First pause after a failed accept (e.g. out of file descriptors): long enough
-/// that a full fd table does not spin a core, short enough to notice freed fds soon.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
-
-/// Longest pause between accept attempts while they keep failing.
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// A listening server.
+/// A listening server: a cheap handle (clone it for tasks) on the connections, the
+/// settings, the events and the shutdown. The server runs until [`cut`](Self::cut)
+/// or [`shutdown`](Self::shutdown), or until its last clone is dropped, which drops
+/// every connection without waiting.
 ///
-/// Dropping it stops listening and drops every connection without waiting; call
-/// [`cut`](Server::cut) or [`shutdown`](Server::shutdown) to wait for that.
+/// Its connections are reached as a handler reaches them through
+/// [`ReadContext::peers`]: `remote_addrs`, `write_to`, `broadcast`,
+/// `broadcast_except`, `close_remote` (it implements [`Peers`], so code written
+/// against that trait takes a server as well).
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
 /// use std::time::Duration;
-/// use chitchat_core::{Addr, Delimiter};
+/// use chitchat_core::{Delimiter, Peers};
 /// use chitchat_tokio::Server;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> anyhow::Result<()> {
 /// // A counter shared by every connection (the Go library's `additional`).
-/// let server = Server::with_state("127.0.0.1:0".parse::<Addr>()?, AtomicU64::new(0))
+/// let server = Server::with_state("127.0.0.1:0", AtomicU64::new(0))
 ///     .delimiter(Delimiter::Byte(b';'))
 ///     .idle_timeout(Duration::from_secs(30))
 ///     .on_frame(|ctx, frame| {
@@ -56,58 +52,85 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 ///     .listen()
 ///     .await?;
 /// println!("listening on {}", server.local_addr());
+/// assert!(server.remote_addrs().is_empty());
 /// let report = server.shutdown(Duration::from_secs(5)).await;
 /// assert_eq!(report.forced, 0);
 /// # Ok(())
 /// # }
 /// ```
 pub struct Server<S = ()> {
-    inner: Arc<ServerShared<S>>,
+    hub: Arc<Hub>,
+    state: Arc<S>,
+    /// Shared by the clones the user holds; the last one dropped stops the server.
+    owner: Arc<Owner>,
 }
 
-struct ServerShared<S> {
-    local: Addr,
-    registry: Arc<Registry>,
-    params: Arc<ConnParams<S>>,
-    /// Encodes broadcasts once, to check them before any peer gets one.
-    framer: Framer,
-    max_connections: usize,
-    events: EventSink,
-    event_stream: EventStream,
-    shutdown: Shutdown,
+/// Stops the server when the last user handle goes.
+struct Owner {
+    hub: Arc<Hub>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.hub.shutdown.abandon(self.hub.registry.all());
+    }
+}
+
+impl<S> Clone for Server<S> {
+    fn clone(&self) -> Self {
+        Server {
+            hub: self.hub.clone(),
+            state: self.state.clone(),
+            owner: self.owner.clone(),
+        }
+    }
 }
 
 /// Configures and starts a [`Server`].
 #[must_use = "a builder does nothing until `listen` is awaited"]
 pub struct ServerBuilder<S = ()> {
-    addr: Addr,
+    target: Target,
     config: ServerConfig,
-    handler: Arc<dyn Handler<S>>,
+    handler: Box<dyn ErasedHandler<S>>,
     state: Arc<S>,
 }
 
 impl Server<()> {
-    /// Starts building a server for `addr` (port 0 picks a free port), with no user
-    /// data.
-    pub fn builder(addr: impl Into<Addr>) -> ServerBuilder<()> {
-        Server::with_state(addr, ())
+    /// Starts building a server for `target` (an address such as `"127.0.0.1:7878"`,
+    /// or `"localhost:7878"` to look up; port 0 picks a free port), with no user data.
+    pub fn builder(target: impl Into<Target>) -> ServerBuilder<()> {
+        Server::with_state(target, ())
     }
 }
 
 impl<S: Send + Sync + 'static> Server<S> {
     /// Starts building a server whose handlers see `state` (the Go library's
     /// `additional`).
-    pub fn with_state(addr: impl Into<Addr>, state: S) -> ServerBuilder<S> {
+    pub fn with_state(target: impl Into<Target>, state: S) -> ServerBuilder<S> {
         ServerBuilder {
-            addr: addr.into(),
+            target: target.into(),
             config: ServerConfig::default(),
-            handler: Arc::new(IgnoreFrames),
+            handler: Box::new(IgnoreFrames),
             state: Arc::new(state),
         }
     }
 }
 
 impl<S: Send + Sync + 'static> ServerBuilder<S> {
+    /// Sets the handler to a closure called with every frame.
+    pub fn on_frame<F>(self, handler: F) -> Self
+    where
+        F: Fn(&mut dyn ReadContext<S>, Frame<'_>) + Send + Sync + 'static,
+    {
+        self.handler(handler)
+    }
+
+    /// Sets the handler: its connection hooks, per-connection state and frames.
+    pub fn handler(mut self, handler: impl Handler<S>) -> Self {
+        self.handler = Box::new(handler);
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: ServerConfig) -> Self {
         self.config = config;
@@ -129,16 +152,30 @@ impl<S: Send + Sync + 'static> ServerBuilder<S> {
         self
     }
 
+    /// Connections one source IP may hold; more from it are refused at accept
+    /// (`usize::MAX`: no per-IP limit).
+    pub fn max_connections_per_ip(mut self, max: usize) -> Self {
+        self.config.max_connections_per_ip = max;
+        self
+    }
+
     /// The listen backlog.
     pub fn backlog(mut self, backlog: u32) -> Self {
         self.config.backlog = backlog;
         self
     }
 
+    /// Events kept for each subscriber of [`Server::events`] that lags.
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.config.event_capacity = capacity;
+        self
+    }
+
     /// Binds over TCP and starts serving in the background.
     ///
     /// # Errors
-    /// [`BindError`] naming the address when it cannot be bound; nothing runs then.
+    /// [`BindError`] naming the address when it cannot be bound (or the name does
+    /// not resolve); nothing runs then.
     pub async fn listen(self) -> Result<Server<S>, BindError> {
         self.listen_on(&Tcp).await
     }
@@ -147,189 +184,89 @@ impl<S: Send + Sync + 'static> ServerBuilder<S> {
     /// starts serving in the background: the engine is the same.
     ///
     /// # Errors
-    /// [`BindError`] naming the address when it cannot be bound; nothing runs then.
+    /// [`BindError`] naming the address when it cannot be bound (or the name does
+    /// not resolve); nothing runs then.
     pub async fn listen_on<B: Binder>(self, binder: &B) -> Result<Server<S>, BindError> {
-        let addr = self.addr;
-        let bind_error = |source| BindError::Io { addr, source };
-        let options = {
-            let mut options = BindOptions::default();
-            options.backlog = self.config.backlog;
-            options
-        };
-        let listener = binder.bind(&addr, &options).map_err(bind_error)?;
-        let local = listener.local_addr().map_err(bind_error)?;
-        let (events, event_stream) = event_queue(self.config.event_capacity.max(1));
-        let conn = self.config.conn;
-        let registry = Arc::new(Registry::default());
-        let budget = PartialBudget::new(
-            self.config.partial_frame_budget,
-            registry.clone(),
-            events.clone(),
-        );
-        let inner = Arc::new(ServerShared {
+        let mut options = BindOptions::default();
+        options.backlog = self.config.backlog;
+        let (listener, addr) = bind(binder, &self.target, &options).await?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| BindError::Io { addr, source })?;
+        let config = self.config;
+        let conn = config.conn;
+        let hub = Hub::new(HubParts {
             local,
-            registry,
             framer: Framer::new(conn.frame),
-            params: Arc::new(ConnParams {
-                timeouts: Arc::new(LiveTimeouts::new(conn.idle_timeout, conn.write_timeout)),
-                config: conn,
-                handler: self.handler,
-                state: self.state,
-                budget: Some(Arc::new(budget)),
-                counters: Arc::<Counters>::default(),
-            }),
-            max_connections: self.config.max_connections,
-            events,
-            event_stream,
-            shutdown: Shutdown::default(),
-        });
-        let stop = inner.shutdown.stop_token();
-        let task = tokio::spawn(accept_loop(listener, inner.clone(), stop));
-        inner.shutdown.set_accept_task(task);
-        Ok(Server { inner })
-    }
-}
-
-async fn accept_loop<L: Listener, S: Send + Sync + 'static>(
-    mut listener: L,
-    server: Arc<ServerShared<S>>,
-    stop: CancellationToken,
-) {
-    let mut backoff = ACCEPT_BACKOFF_MIN;
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            accepted = poll_fn(|cx| listener.poll_accept(cx)) => accepted,
-        };
-        match accepted {
-            Ok((conn, peer)) => {
-                backoff = ACCEPT_BACKOFF_MIN;
-                server.admit(conn, peer);
-            }
-            Err(err) if is_peer_gone(&err) => {}
-            Err(err) => {
-                report::error(
-                    &server.events,
-                    ConnError::Accept {
-                        local: server.local,
-                        source: Arc::new(err),
-                    },
-                );
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-            }
-        }
-    }
-}
-
-/// Accept failures that concern one peer that already left, not the listener.
-fn is_peer_gone(err: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(err.kind(), ConnectionAborted | ConnectionReset)
-}
-
-impl<S: Send + Sync + 'static> ServerShared<S> {
-    /// Registers an accepted connection and starts its task, or refuses it at once.
-    fn admit<C: Connection>(self: &Arc<Self>, conn: C, peer: Addr) {
-        // Checked first so that a flood of refusals costs no allocation or syscall.
-        if self.registry.len() >= self.max_connections {
-            return self.refuse(conn, peer);
-        }
-        let local = conn.local_addr().unwrap_or(self.local);
-        let config = &self.params.config;
-        let handle = Arc::new(ConnShared::new(
-            peer,
-            local,
-            Framer::new(config.frame),
-            config.max_outbound,
-            true,
-            self.events.clone(),
-        ));
-        if !self
-            .registry
-            .insert_within(handle.clone(), self.max_connections)
-        {
-            return self.refuse(conn, peer);
-        }
-        let span = tracing::debug_span!("conn", %peer, %local);
-        span.in_scope(|| tracing::debug!("accepted"));
-        self.params.counters.opened();
-        let driver = Driver::new(conn, handle.clone(), self.params.clone());
-        let server = self.clone();
-        let task = async move {
-            let finished = driver.await;
-            server.params.counters.closed();
-            server.registry.remove(&handle);
-            server.shutdown.record(&finished);
-            server.events.emit(Event::Closed(finished.event));
-        };
-        self.shutdown.tracker.spawn(task.instrument(span));
-    }
-
-    /// Closes a connection over the limit: no task, no buffer, two events.
-    fn refuse<C: Connection>(&self, conn: C, peer: Addr) {
-        drop(conn);
-        self.params.counters.refused();
-        report::error(
-            &self.events,
-            ConnError::Refused {
-                peer,
-                limit: self.max_connections,
+            bound: OutboundBound {
+                limit: conn.max_outbound,
+                drop_when_full: true,
             },
-        );
-        self.events.emit(Event::Closed(CloseEvent::new(
-            peer,
-            CloseReason::Refused,
-            ConnStats::default(),
-        )));
+            reporter: Reporter::new(config.event_capacity),
+            timeouts: LiveTimeouts::new(conn.idle_timeout, conn.write_timeout),
+            budget: Some(PartialBudget::new(config.partial_frame_budget)),
+            admission: Admission::new(config.max_connections, config.max_connections_per_ip),
+            client: None,
+        });
+        let params = Arc::new(ConnParams {
+            config: conn,
+            handler: self.handler,
+            state: self.state.clone(),
+            hub: hub.clone(),
+        });
+        let stop = hub.shutdown.stop_token();
+        let task = tokio::spawn(accept_loop(listener, params, stop));
+        hub.shutdown.set_accept_task(task);
+        Ok(Server {
+            owner: Arc::new(Owner { hub: hub.clone() }),
+            hub,
+            state: self.state,
+        })
     }
+}
 
-    fn handle(&self, peer: &Addr) -> Result<ConnHandle, WriteError> {
-        self.registry
-            .get(peer)
-            .ok_or(WriteError::UnknownPeer { peer: *peer })
-    }
-
-    /// Wakes every connection task so it re-reads its timeouts.
-    fn nudge_all(&self) {
-        for conn in self.registry.all() {
-            conn.nudge();
+/// Binds `target` with `binder`: an address as it is, a name at the first of its
+/// addresses that binds.
+async fn bind<B: Binder>(
+    binder: &B,
+    target: &Target,
+    options: &BindOptions,
+) -> Result<(B::Listener, Addr), BindError> {
+    let addrs = match (target.addr(), target.name()) {
+        (Some(addr), _) => vec![addr],
+        (None, name) => {
+            let name = name.unwrap_or_default().to_owned();
+            let looked = tokio::net::lookup_host(name.as_str())
+                .await
+                .map(|found| found.map(Addr::from).collect::<Vec<_>>());
+            match looked {
+                Ok(found) => found,
+                Err(source) => return Err(BindError::Resolve { name, source }),
+            }
+        }
+    };
+    let mut last = None;
+    for addr in addrs {
+        match binder.bind(&addr, options) {
+            Ok(listener) => return Ok((listener, addr)),
+            Err(source) => last = Some(BindError::Io { addr, source }),
         }
     }
+    Err(last.unwrap_or_else(|| BindError::Resolve {
+        name: target.to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address found"),
+    }))
 }
 
 impl<S: Send + Sync + 'static> Server<S> {
     /// The bound address (with the real port when port 0 was asked for).
     pub fn local_addr(&self) -> Addr {
-        self.inner.local
+        self.hub.local
     }
 
-    /// The peers currently connected.
+    /// The peers connected now, in the order they connected (closing ones left out).
     pub fn remote_addrs(&self) -> Vec<Addr> {
-        self.inner.registry.addrs()
-    }
-
-    /// How many connections are open.
-    pub fn connection_count(&self) -> usize {
-        self.inner.registry.len()
-    }
-
-    /// Closes the connection from `peer` once its queued output is written.
-    ///
-    /// # Errors
-    /// [`WriteError::UnknownPeer`] when no connection comes from `peer`.
-    pub fn close_remote(&self, peer: &Addr) -> Result<(), WriteError> {
-        self.inner
-            .handle(peer)?
-            .request_close(CloseRequest::Graceful {
-                reason: CloseReason::ClosedLocally,
-                linger: None,
-            });
-        Ok(())
+        self.hub.remote_addrs()
     }
 
     /// Queues `payload` and the delimiter for `peer`.
@@ -338,90 +275,125 @@ impl<S: Send + Sync + 'static> Server<S> {
     /// `UnknownPeer`, `Encode`, `Closed`, or `OutboundFull` (the peer is then dropped
     /// for not reading); nothing is queued then.
     pub fn write_to(&self, peer: &Addr, payload: &[u8]) -> Result<(), WriteError> {
-        self.inner.handle(peer)?.write(payload)
+        self.hub.write_to(peer, payload)
     }
 
-    /// Queues `payload` for every connected peer; returns how many it was queued for.
+    /// Queues `payload` for every connected peer, in the order they connected;
+    /// returns how many it was queued for.
     ///
     /// # Errors
     /// `Encode` (naming our own address) when the payload cannot be framed; it is
     /// then queued for nobody.
     pub fn broadcast(&self, payload: &[u8]) -> Result<usize, WriteError> {
-        self.inner
-            .framer
-            .check_payload(payload)
-            .map_err(|source| WriteError::Encode {
-                peer: self.inner.local,
-                source,
-            })?;
-        let sent = self
-            .inner
-            .registry
-            .all()
-            .iter()
-            .filter(|conn| conn.write(payload).is_ok())
-            .count();
-        Ok(sent)
+        self.hub.broadcast(payload)
+    }
+
+    /// [`broadcast`](Self::broadcast) to every peer but `except`.
+    ///
+    /// # Errors
+    /// As `broadcast`.
+    pub fn broadcast_except(&self, except: &Addr, payload: &[u8]) -> Result<usize, WriteError> {
+        self.hub.broadcast_except(except, payload)
+    }
+
+    /// Closes the connection from `peer` once its queued output is written.
+    ///
+    /// # Errors
+    /// [`WriteError::UnknownPeer`] when no connection comes from `peer`.
+    pub fn close_remote(&self, peer: &Addr) -> Result<(), WriteError> {
+        self.hub.close_remote(peer)
+    }
+
+    /// An owned handle on the connections that does not keep the server running
+    /// (see [`Peers::handle`]).
+    pub fn peers(&self) -> PeersHandle {
+        self.hub.handle()
+    }
+
+    /// How many connections hold a socket (closing ones included).
+    pub fn connection_count(&self) -> usize {
+        self.hub.registry.len()
     }
 
     /// Changes the idle timeout of every connection, present and future. Open
     /// connections count it from their last read.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) {
-        self.inner.params.timeouts.set_idle(timeout);
-        self.inner.nudge_all();
+    pub fn set_idle_timeout(&self, timeout: Option<Duration>) {
+        self.hub.timeouts.set_idle(timeout);
+        self.hub.nudge_all();
     }
 
     /// Changes the write timeout of every connection, present and future.
     pub fn set_write_timeout(&self, timeout: Option<Duration>) {
-        self.inner.params.timeouts.set_write(timeout);
-        self.inner.nudge_all();
+        self.hub.timeouts.set_write(timeout);
+        self.hub.nudge_all();
     }
 
     /// The user data.
     pub fn state(&self) -> &S {
-        &self.inner.params.state
+        &self.state
     }
 
-    /// The stream of background errors and close events. It ends after a shutdown,
-    /// once every event is read.
-    pub fn events(&self) -> EventStream {
-        self.inner.event_stream.clone()
+    /// A new subscription to the server's errors and closed connections: every
+    /// event from now on, in order, bounded (a subscriber that lags loses its
+    /// oldest events and counts them, see [`Events`]). Each subscription gets every
+    /// event; subscribe before doing what you want to observe. It ends after a
+    /// shutdown, once its events are read.
+    pub fn events(&self) -> Events<ConnEvent> {
+        self.hub.reporter.subscribe()
     }
 
     /// The counters since the server started.
     pub fn stats(&self) -> Stats {
-        self.inner.params.counters.snapshot(&self.inner.events)
+        self.hub.stats()
     }
 
     /// Stops listening and drops every connection now (the Go library's `Cut`).
     /// Returns when every task has ended and the address can be bound again.
     pub async fn cut(&self) -> ShutdownReport {
-        let inner = &self.inner;
-        let report = inner.shutdown.cut(|| inner.registry.all()).await;
-        inner.events.close();
+        let hub = &self.hub;
+        let report = hub.shutdown.cut(|| hub.registry.all()).await;
+        hub.reporter.close();
         report
     }
 
     /// Stops listening and reading, lets connections write out what is queued for up
     /// to `grace`, then drops the rest. Returns when every task has ended.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
-        let inner = &self.inner;
-        let report = inner.shutdown.drain(grace, || inner.registry.all()).await;
-        inner.events.close();
+        let hub = &self.hub;
+        let report = hub.shutdown.drain(grace, || hub.registry.all()).await;
+        hub.reporter.close();
         report
     }
 }
 
-impl<S> Drop for Server<S> {
-    fn drop(&mut self) {
-        self.inner.shutdown.abandon(self.inner.registry.all());
+impl<S: Send + Sync + 'static> Peers for Server<S> {
+    fn local_addr(&self) -> Addr {
+        Server::local_addr(self)
+    }
+    fn remote_addrs(&self) -> Vec<Addr> {
+        Server::remote_addrs(self)
+    }
+    fn write_to(&self, peer: &Addr, payload: &[u8]) -> Result<(), WriteError> {
+        Server::write_to(self, peer, payload)
+    }
+    fn broadcast(&self, payload: &[u8]) -> Result<usize, WriteError> {
+        Server::broadcast(self, payload)
+    }
+    fn broadcast_except(&self, except: &Addr, payload: &[u8]) -> Result<usize, WriteError> {
+        Server::broadcast_except(self, except, payload)
+    }
+    fn close_remote(&self, peer: &Addr) -> Result<(), WriteError> {
+        Server::close_remote(self, peer)
+    }
+    fn handle(&self) -> PeersHandle {
+        self.peers()
     }
 }
 
 impl<S> std::fmt::Debug for Server<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("local_addr", &self.inner.local)
+            .field("local_addr", &self.hub.local)
             .finish_non_exhaustive()
     }
 }
@@ -430,35 +402,20 @@ impl<S> std::fmt::Debug for Server<S> {
 impl<S: Send + Sync + 'static> chitchat_core::Server for Server<S> {
     type State = S;
 
-    fn local_addr(&self) -> Addr {
-        Server::local_addr(self)
-    }
-    fn remote_addrs(&self) -> Vec<Addr> {
-        Server::remote_addrs(self)
-    }
-    fn close_remote(&self, peer: &Addr) -> Result<(), WriteError> {
-        Server::close_remote(self, peer)
-    }
-    fn write_to(&self, peer: &Addr, payload: &[u8]) -> Result<(), WriteError> {
-        Server::write_to(self, peer, payload)
-    }
-    fn broadcast(&self, payload: &[u8]) -> Result<usize, WriteError> {
-        Server::broadcast(self, payload)
-    }
-    fn set_read_timeout(&self, timeout: Option<Duration>) {
-        Server::set_read_timeout(self, timeout)
-    }
-    fn set_write_timeout(&self, timeout: Option<Duration>) {
-        Server::set_write_timeout(self, timeout)
-    }
     fn state(&self) -> &S {
         Server::state(self)
     }
-    fn events(&self) -> EventStream {
+    fn events(&self) -> Events<ConnEvent> {
         Server::events(self)
     }
     fn stats(&self) -> Stats {
         Server::stats(self)
+    }
+    fn set_idle_timeout(&self, timeout: Option<Duration>) {
+        Server::set_idle_timeout(self, timeout)
+    }
+    fn set_write_timeout(&self, timeout: Option<Duration>) {
+        Server::set_write_timeout(self, timeout)
     }
     async fn cut(&self) -> ShutdownReport {
         Server::cut(self).await

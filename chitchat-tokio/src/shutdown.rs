@@ -11,8 +11,17 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::conn::Finished;
 use crate::handle::{CloseRequest, ConnHandle};
+
+/// How a connection's task ended.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Finished {
+    /// The last reason: a lingering connection cut by a shutdown ends with
+    /// `Shutdown`, whatever closed it for the application.
+    pub(crate) reason: CloseReason,
+    /// Everything queued was written and our side shut down in order.
+    pub(crate) flushed: bool,
+}
 
 /// The shutdown state of one server.
 #[derive(Debug, Default)]
@@ -38,7 +47,7 @@ impl Shutdown {
 
     /// Counts a connection that ended because of the shutdown.
     pub(crate) fn record(&self, finished: &Finished) {
-        if finished.event.reason != CloseReason::Shutdown {
+        if finished.reason != CloseReason::Shutdown {
             return;
         }
         let counter = if finished.flushed {
@@ -109,9 +118,9 @@ impl Shutdown {
     }
 
     fn report(&self) -> ShutdownReport {
-        ShutdownReport::new(
-            self.drained.load(Ordering::Relaxed),
-            self.forced.load(Ordering::Relaxed),
-        )
+        let mut report = ShutdownReport::default();
+        report.drained = self.drained.load(Ordering::Relaxed);
+        report.forced = self.forced.load(Ordering::Relaxed);
+        report
     }
 }

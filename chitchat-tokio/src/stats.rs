@@ -1,9 +1,10 @@
-//! The live counters behind `stats()`: updated by connection tasks once per poll,
-//! not once per frame, so that counting costs nothing measurable.
+//! The live counters behind `stats()`: frames are added by connection tasks once
+//! per poll, not once per frame, and bytes once per system call, so that counting
+//! costs nothing measurable.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chitchat_core::{ConnStats, EventSink, Stats};
+use chitchat_core::Stats;
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -30,22 +31,25 @@ impl Counters {
         self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Adds what a connection moved since its last report.
-    pub(crate) fn add(&self, now: &ConnStats, before: &ConnStats) {
-        let pairs = [
-            (&self.frames_in, now.frames_in - before.frames_in),
-            (&self.frames_out, now.frames_out - before.frames_out),
-            (&self.bytes_in, now.bytes_in - before.bytes_in),
-            (&self.bytes_out, now.bytes_out - before.bytes_out),
-        ];
-        for (counter, delta) in pairs {
+    /// Adds frames a connection handled and queued since its last report.
+    pub(crate) fn add_frames(&self, frames_in: u64, frames_out: u64) {
+        for (counter, delta) in [(&self.frames_in, frames_in), (&self.frames_out, frames_out)] {
             if delta > 0 {
                 counter.fetch_add(delta, Ordering::Relaxed);
             }
         }
     }
 
-    pub(crate) fn snapshot(&self, events: &EventSink) -> Stats {
+    pub(crate) fn add_bytes_in(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_bytes_out(&self, n: usize) {
+        self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// The counters; the error counts are the reporter's, filled in by the hub.
+    pub(crate) fn snapshot(&self) -> Stats {
         let mut stats = Stats::default();
         stats.open = self.open.load(Ordering::Relaxed);
         stats.accepted = self.accepted.load(Ordering::Relaxed);
@@ -54,8 +58,6 @@ impl Counters {
         stats.frames_out = self.frames_out.load(Ordering::Relaxed);
         stats.bytes_in = self.bytes_in.load(Ordering::Relaxed);
         stats.bytes_out = self.bytes_out.load(Ordering::Relaxed);
-        stats.errors = events.error_counts();
-        stats.events_dropped = events.dropped();
         stats
     }
 }

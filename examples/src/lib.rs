@@ -11,6 +11,8 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod chat;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -114,13 +116,42 @@ pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = &'stat
     })
 }
 
-/// Ends a binary's `main`: an error becomes one `error: ...` line on stderr (its
-/// causes joined with `: `) and exit code 1, whatever `RUST_BACKTRACE` says.
+/// Ends a binary's `main`: an error becomes one `error: ...` line on stderr and
+/// exit code 1, whatever `RUST_BACKTRACE` says.
 pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
     result.unwrap_or_else(|err| {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", describe(&err));
         ExitCode::FAILURE
     })
+}
+
+/// An error and its causes as one line, `: `-separated, each said once: chitchat's
+/// errors name their cause in their own message already, context added with anyhow
+/// does not.
+///
+/// ```
+/// let addr = "127.0.0.1:1".parse().unwrap();
+/// let source = std::io::Error::other("address in use");
+/// let err = anyhow::Error::new(chitchat_core::BindError::Io { addr, source });
+/// let err = err.context("starting the echo server");
+/// assert_eq!(
+///     chitchat_examples::describe(&err),
+///     "starting the echo server: cannot listen on 127.0.0.1:1: address in use"
+/// );
+/// ```
+pub fn describe(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 #[cfg(test)]
@@ -150,7 +181,7 @@ mod tests {
         let source = std::io::Error::other("address in use");
         let err = anyhow::Error::new(chitchat_core::BindError::Io { addr, source });
         assert_eq!(
-            format!("{err:#}"),
+            describe(&err),
             "cannot listen on 127.0.0.1:1: address in use"
         );
     }

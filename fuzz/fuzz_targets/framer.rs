@@ -1,7 +1,7 @@
 //! Fuzz target for chitchat-core's `Framer`: any bytes, cut into any chunks, must
 //! split exactly as the same bytes fed at once, and as an independent reference
 //! split written from the framer's documented contract, whether frames are taken
-//! with `decode` or located in place with `find_frame` (the engine's path, each
+//! with `decode` or located in place with `locate_frame` (the engine's path, each
 //! frame lent as a `Frame`, then kept or skipped); nothing may panic.
 //!
 //! Input layout (all of it chosen by the fuzzer):
@@ -13,7 +13,8 @@
 #![no_main]
 
 use bytes::{Buf, Bytes, BytesMut};
-use chitchat_core::{Delimiter, Frame, FrameConfig, FrameError, FrameExtent, Framer};
+use chitchat_core::backend::{lend_frame, FrameExtent, LocateFrames};
+use chitchat_core::{Delimiter, FrameConfig, FrameError, Framer};
 use libfuzzer_sys::fuzz_target;
 
 /// One outcome of splitting, in stream order.
@@ -68,7 +69,7 @@ fn split_in_place<'a>(config: FrameConfig, chunks: impl Iterator<Item = &'a [u8]
             Ok(None) => return false,
             Err(err) => return push(out, Err(err)),
         };
-        let frame = Frame::new(buf, extent);
+        let frame = lend_frame(buf, extent);
         if out.len() % 2 == 0 {
             out.push(Out::Frame(frame.into_bytes()));
         } else {
@@ -80,12 +81,12 @@ fn split_in_place<'a>(config: FrameConfig, chunks: impl Iterator<Item = &'a [u8]
     for chunk in chunks {
         buf.extend_from_slice(chunk);
         while {
-            let found = framer.find_frame(&mut buf);
+            let found = framer.locate_frame(&mut buf);
             take(&mut buf, found, &mut out)
         } {}
     }
     while {
-        let found = framer.find_frame_eof(&mut buf);
+        let found = framer.locate_frame_at_eof(&mut buf);
         take(&mut buf, found, &mut out)
     } {}
     assert!(buf.is_empty(), "bytes left after EOF");

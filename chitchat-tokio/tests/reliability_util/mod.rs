@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::Duration;
 
-use chitchat_core::{Addr, ConnError, Event, EventStream};
+use chitchat_core::{Addr, ConnError, ConnEvent, Events};
 use chitchat_tokio::{Server, ServerBuilder};
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -200,12 +200,12 @@ pub fn inet<S: Send + Sync + 'static>(server: &Server<S>) -> SocketAddr {
 /// Everything the server reports, with the time it was seen.
 #[derive(Clone, Default)]
 pub struct Recorder {
-    events: Arc<Mutex<Vec<(Instant, Event)>>>,
+    events: Arc<Mutex<Vec<(Instant, ConnEvent)>>>,
 }
 
 impl Recorder {
     /// Drains `stream` in the background until it ends (after a cut or shutdown).
-    pub fn start(mut stream: EventStream) -> Recorder {
+    pub fn start(mut stream: Events<ConnEvent>) -> Recorder {
         let recorder = Recorder::default();
         let events = recorder.events.clone();
         tokio::spawn(async move {
@@ -217,7 +217,7 @@ impl Recorder {
     }
 
     /// A copy of what was recorded so far.
-    pub fn events(&self) -> Vec<(Instant, Event)> {
+    pub fn events(&self) -> Vec<(Instant, ConnEvent)> {
         self.events.lock().unwrap().clone()
     }
 
@@ -238,7 +238,11 @@ impl Recorder {
     }
 
     /// Waits until `done` holds for the recorded events, or panics after `PROMPT`.
-    pub async fn wait_for(&self, what: &str, mut done: impl FnMut(&[(Instant, Event)]) -> bool) {
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        mut done: impl FnMut(&[(Instant, ConnEvent)]) -> bool,
+    ) {
         let deadline = Instant::now() + PROMPT;
         loop {
             if done(&self.events.lock().unwrap()) {

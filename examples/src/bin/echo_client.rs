@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chitchat_core::{
-    Addr, CloseReason, Delimiter, EventStream, UnixAddr, WriteError, DEFAULT_MAX_FRAME_LEN,
+    Addr, CloseReason, ConnEvent, Delimiter, Events, UnixAddr, WriteError, DEFAULT_MAX_FRAME_LEN,
     DEFAULT_MAX_OUTBOUND,
 };
 use chitchat_examples::{parse_delimiter, parse_secs};
@@ -177,7 +177,7 @@ async fn resolve(text: &str) -> anyhow::Result<Addr> {
 /// when the connection is closed.
 async fn send(client: &Client, payload: &[u8]) -> anyhow::Result<bool> {
     loop {
-        match client.write(payload) {
+        match client.try_write(payload) {
             Ok(()) => return Ok(true),
             // The socket is behind: let it take what is queued, then retry.
             Err(WriteError::OutboundFull { .. }) => {
@@ -242,11 +242,11 @@ fn strip_line_ending(line: &mut Vec<u8>) {
 }
 
 /// Prints every error of the connection to stderr; returns how many there were.
-async fn log_errors(mut events: EventStream) -> usize {
+async fn log_errors(mut events: Events<ConnEvent>) -> usize {
     let mut errors = 0;
     while let Some(event) = events.next().await {
         if let Some(err) = event.as_error() {
-            eprintln!("error: {:#}", anyhow::Error::from(err.clone()));
+            eprintln!("error: {err}");
             errors += 1;
         }
     }

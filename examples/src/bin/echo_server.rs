@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chitchat_core::{
-    Addr, Delimiter, EventStream, UnixAddr, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND,
+    Addr, ConnEvent, Delimiter, Events, UnixAddr, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND,
     DEFAULT_PARTIAL_FRAME_BUDGET,
 };
 use chitchat_examples::{parse_delimiter, parse_secs};
@@ -80,6 +80,10 @@ struct Args {
     /// Connections served at once; more are closed as soon as they are accepted.
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+
+    /// Connections one client IP may hold at once [default: 1024].
+    #[arg(long, value_name = "N")]
+    max_connections_per_ip: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -125,6 +129,9 @@ async fn run() -> anyhow::Result<ExitCode> {
     if let Some(max) = args.max_connections {
         builder = builder.max_connections(max);
     }
+    if let Some(max) = args.max_connections_per_ip {
+        builder = builder.max_connections_per_ip(max);
+    }
     // Bound when this returns; a bind error names the address.
     // The same engine on every transport.
     let server = match (&args.unix, &args.tls_cert, &args.tls_key) {
@@ -167,10 +174,10 @@ async fn run() -> anyhow::Result<ExitCode> {
 }
 
 /// Prints every error to stderr; each names its peer.
-async fn log_errors(mut events: EventStream) {
+async fn log_errors(mut events: Events<ConnEvent>) {
     while let Some(event) = events.next().await {
         if let Some(err) = event.as_error() {
-            eprintln!("error: {:#}", anyhow::Error::from(err.clone()));
+            eprintln!("error: {err}");
         }
     }
 }

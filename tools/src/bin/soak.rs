@@ -202,8 +202,8 @@ fn report(began: Instant, tally: &Tally, stats: Option<Stats>) -> String {
                 .map(|(kind, n)| (short(kind), n))
                 .collect();
             format!(
-                "server: open {} accepted {} frames {} errors {errors:?} dropped events {}",
-                stats.open, stats.accepted, stats.frames_in, stats.events_dropped
+                "server: open {} accepted {} frames {} errors {errors:?}",
+                stats.open, stats.accepted, stats.frames_in
             )
         }
         None => "server: external".to_owned(),
