@@ -1,6 +1,7 @@
 //! The transport abstraction: small traits, one job each, that an engine is generic
-//! over. TCP, the in-memory test network, and later Unix sockets and TLS implement
-//! them; the engine never knows which one it drives.
+//! over. TCP, Unix domain sockets, TLS (in `chitchat-tokio`) and the in-memory test
+//! network (`chitchat-testkit`) implement them; the engine never knows which one it
+//! drives.
 //!
 //! - [`Binder`] turns an address into a [`Listener`] (server side);
 //! - [`Listener`] yields accepted [`Connection`]s;
@@ -15,22 +16,19 @@
 //! and the engine spawns on a multi-threaded runtime. Time is not part of the seam:
 //! the engine runs on tokio, whose paused clock gives tests control of time.
 //!
-//! A sketch of an implementation over tokio's `TcpStream` (the real one lives in
-//! `chitchat-tokio`):
+//! A sketch of an implementation over tokio's `TcpStream` (the real one, for TCP and
+//! Unix sockets alike, is chitchat-tokio's `transport/readiness.rs`):
 //!
 //! ```ignore
 //! impl Connection for TcpConn {
+//!     // An idle connection waits here, with no read buffer.
 //!     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
 //!         self.stream.poll_read_ready(cx)
 //!     }
+//!     // Through `AsyncRead`: a short read counts as drained, so no `EAGAIN` call
+//!     // follows it (a `try_read_buf` loop would make one after every read).
 //!     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
-//!         loop {
-//!             ready!(self.stream.poll_read_ready(cx))?;
-//!             match self.stream.try_read_buf(buf) {
-//!                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-//!                 other => return Poll::Ready(other),
-//!             }
-//!         }
+//!         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, buf)
 //!     }
 //!     // poll_write, poll_shutdown, local_addr, peer_addr likewise
 //! }

@@ -17,9 +17,9 @@ use chitchat_core::{Addr, Connection};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{sleep, sleep_until, Instant, Sleep};
 
-use crate::net::{Network, Side, State};
 use crate::pipe::Readable;
-use crate::trace::{ConnId, Event};
+use crate::trace::{ConnId, TraceEvent};
+use crate::world::{Side, State, World};
 
 /// One end of an in-memory connection: a byte stream with half-close and TCP's
 /// error kinds.
@@ -40,7 +40,7 @@ use crate::trace::{ConnId, Event};
 /// Get one from [`Host`](crate::Host)'s `connect` or a
 /// [`SimListener`](crate::SimListener).
 pub struct SimConn {
-    net: Network,
+    world: World,
     id: ConnId,
     side: Side,
     local: SocketAddr,
@@ -60,9 +60,9 @@ enum Step {
 }
 
 impl SimConn {
-    fn new(net: Network, id: ConnId, side: Side, local: SocketAddr, peer: SocketAddr) -> Self {
+    fn new(world: World, id: ConnId, side: Side, local: SocketAddr, peer: SocketAddr) -> Self {
         SimConn {
-            net,
+            world,
             id,
             side,
             local,
@@ -74,12 +74,12 @@ impl SimConn {
 
     /// The server end of connection `id`, handed out by a listener.
     pub(crate) fn accepted(
-        net: Network,
+        world: World,
         id: ConnId,
         server: SocketAddr,
         client: SocketAddr,
     ) -> Self {
-        SimConn::new(net, id, Side::Server, server, client)
+        SimConn::new(world, id, Side::Server, server, client)
     }
 
     /// The connection's number in the network's trace.
@@ -94,7 +94,7 @@ impl SimConn {
     pub fn abort(mut self) {
         let (id, side) = (self.id, self.side);
         self.closed = true;
-        self.net.with(|st| st.close_end(id, side, true));
+        self.world.with(|st| st.close_end(id, side, true));
     }
 
     /// Waits for the incoming pipe: with `max` set, reads up to `max` bytes into
@@ -106,7 +106,7 @@ impl SimConn {
         mut sink: impl FnMut(&[u8]),
     ) -> Poll<io::Result<usize>> {
         loop {
-            let step = self.net.with(|st| self.look(st, cx, max, &mut sink));
+            let step = self.world.with(|st| self.look(st, cx, max, &mut sink));
             match step {
                 Step::Done(result) => return Poll::Ready(result),
                 Step::Wait => return Poll::Pending,
@@ -145,7 +145,7 @@ impl SimConn {
                 let len = incoming.read(now, held, max, sink);
                 let writer = incoming.take_writer();
                 st.wake(writer);
-                st.record(Event::Delivered {
+                st.record(TraceEvent::Delivered {
                     conn: self.id,
                     from: self.peer,
                     to: self.local,
@@ -192,7 +192,7 @@ impl Connection for SimConn {
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.net.with(|st| {
+        self.world.with(|st| {
             let now = Instant::now();
             let (local, peer) = (self.local, self.peer);
             let conn = st.conn_mut(self.id);
@@ -231,7 +231,7 @@ impl Connection for SimConn {
             }
             let reader = outgoing.take_reader();
             st.wake(reader);
-            st.record(Event::Sent {
+            st.record(TraceEvent::Sent {
                 conn: self.id,
                 from: local,
                 to: peer,
@@ -242,7 +242,7 @@ impl Connection for SimConn {
     }
 
     fn poll_shutdown(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.net.with(|st| {
+        self.world.with(|st| {
             let (local, peer) = (self.local, self.peer);
             let delay = st.faults.delay(local.ip(), peer.ip());
             let conn = st.conn_mut(self.id);
@@ -257,7 +257,7 @@ impl Connection for SimConn {
                 outgoing.push_fin(Instant::now() + delay);
                 let reader = outgoing.take_reader();
                 st.wake(reader);
-                st.record(Event::Shutdown {
+                st.record(TraceEvent::Shutdown {
                     conn: self.id,
                     by: local,
                 });
@@ -305,7 +305,7 @@ impl Drop for SimConn {
     fn drop(&mut self) {
         if !self.closed {
             let (id, side) = (self.id, self.side);
-            self.net.with(|st| st.close_end(id, side, false));
+            self.world.with(|st| st.close_end(id, side, false));
         }
     }
 }
@@ -330,7 +330,7 @@ fn reset_error(peer: SocketAddr) -> io::Error {
 /// The source port a connect holds; released if the connect gives up (refused,
 /// dropped by the caller's timeout) before a connection owns it.
 struct PortClaim {
-    net: Network,
+    world: World,
     ip: IpAddr,
     port: u16,
     owned_by_conn: bool,
@@ -340,7 +340,7 @@ impl Drop for PortClaim {
     fn drop(&mut self) {
         if !self.owned_by_conn {
             let (ip, port) = (self.ip, self.port);
-            self.net.with(|st| {
+            self.world.with(|st| {
                 if let Some(host) = st.hosts.get_mut(&ip) {
                     host.client_ports.remove(&port);
                 }
@@ -368,8 +368,8 @@ enum Handshake {
 
 /// The connect handshake from `from_ip` to `to`: one link delay there, the
 /// listener's verdict, one link delay back.
-pub(crate) async fn connect(net: &Network, from_ip: IpAddr, to: SocketAddr) -> io::Result<SimConn> {
-    let (from, epoch) = net.with(|st| {
+pub(crate) async fn connect(world: &World, from_ip: IpAddr, to: SocketAddr) -> io::Result<SimConn> {
+    let (from, epoch) = world.with(|st| {
         let port = st.free_port(from_ip).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::AddrNotAvailable,
@@ -380,24 +380,25 @@ pub(crate) async fn connect(net: &Network, from_ip: IpAddr, to: SocketAddr) -> i
         host.client_ports.insert(port);
         let epoch = host.epoch;
         let from = SocketAddr::new(from_ip, port);
-        st.record(Event::Connect { from, to });
+        st.record(TraceEvent::Connect { from, to });
         Ok::<_, io::Error>((from, epoch))
     })?;
     let mut claim = PortClaim {
-        net: net.clone(),
+        world: world.clone(),
         ip: from_ip,
         port: from.port(),
         owned_by_conn: false,
     };
     loop {
-        net.wait_until(|st| !st.faults.is_blocked(from_ip, to.ip()))
+        world
+            .wait_until(|st| !st.faults.is_blocked(from_ip, to.ip()))
             .await;
-        let there = net.with(|st| st.faults.delay(from_ip, to.ip()));
+        let there = world.with(|st| st.faults.delay(from_ip, to.ip()));
         sleep(there).await;
-        match net.with(|st| handshake(st, from, to, epoch)) {
+        match world.with(|st| handshake(st, from, to, epoch)) {
             Handshake::Lost => continue,
             Handshake::Full { generation } => {
-                net.wait_until(|st| st.generation != generation).await;
+                world.wait_until(|st| st.generation != generation).await;
             }
             Handshake::Killed => return Err(reset_error(to)),
             Handshake::Refused { back } => {
@@ -409,12 +410,12 @@ pub(crate) async fn connect(net: &Network, from_ip: IpAddr, to: SocketAddr) -> i
             }
             Handshake::Established { id, back } => {
                 claim.owned_by_conn = true;
-                let conn = SimConn::new(net.clone(), id, Side::Client, from, to);
+                let conn = SimConn::new(world.clone(), id, Side::Client, from, to);
                 sleep(back).await;
-                let alive = net.with(|st| {
+                let alive = world.with(|st| {
                     let alive = st.hosts.get(&from_ip).map(|h| h.epoch) == Some(epoch);
                     if alive {
-                        st.record(Event::Connected {
+                        st.record(TraceEvent::Connected {
                             conn: id,
                             client: from,
                             server: to,
@@ -449,7 +450,7 @@ fn handshake(st: &mut State, from: SocketAddr, to: SocketAddr, epoch: u64) -> Ha
         .filter(|_| !refusing);
     match listener {
         None => {
-            st.record(Event::Refused { from, to });
+            st.record(TraceEvent::Refused { from, to });
             Handshake::Refused { back }
         }
         Some(listener) if listener.backlog.len() >= listener.limit => Handshake::Full {

@@ -5,17 +5,39 @@
 //! tokio's paused time, and faults injected on purpose from one seed.
 //!
 //! # Layout
-//! - [`net`]: the [`Network`] (hosts, connections, fault controls, trace) and its
-//!   [`Host`]s, which bind and connect.
-//! - [`listener`]: [`SimListener`], a bound listener.
-//! - [`conn`]: [`SimConn`], one end of a connection, and the connect handshake.
-//! - `pipe`: one direction of a byte stream, with arrival times and the window
+//! - `net.rs`: the [`Network`]: hosts, fault controls (links, partitions, resets,
+//!   refusals, kills) and the trace; [`NetConfig`].
+//! - `host.rs`: a [`Host`], one IP address, which binds and connects.
+//! - `world.rs`: the shared state behind one lock, and the handle to it every part
+//!   holds (internal).
+//! - `listener.rs`: [`SimListener`], a bound listener.
+//! - `conn.rs`: [`SimConn`], one end of a connection, and the connect handshake.
+//! - `pipe.rs`: one direction of a byte stream, with arrival times and the window
 //!   (internal).
-//! - [`fault`]: [`LinkConfig`] (latency, jitter, bandwidth, chunking) and the
+//! - `fault.rs`: [`LinkConfig`] (latency, jitter, bandwidth, chunking) and the
 //!   seeded bookkeeping of partitions.
-//! - [`trace`]: the recorder: [`TraceEntry`], [`Event`], [`ConnId`].
-//! - [`conformance`]: the behaviour contract of Server and Client, generic over the
-//!   transport.
+//! - `trace.rs`: the recorder: [`TraceEntry`], [`TraceEvent`], [`ConnId`].
+//! - `raw.rs`: [`RawPeer`], a connection driven byte by byte, to play a
+//!   misbehaving peer.
+//!
+//! Files import downwards only: `net` → `host` → `listener` → `conn` → `world` →
+//! `pipe`, `fault`, `trace`.
+//!
+//! The behaviour contract of chitchat's Server and Client, run on every transport
+//! and on this network, is the `chitchat-conformance` crate of the workspace.
+//!
+//! # What a test needs
+//! This crate's clock is tokio's: run tests on a current-thread runtime with paused
+//! time, which takes tokio's `test-util` feature in your dev-dependencies:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! chitchat-testkit = "0.1"
+//! chitchat-tokio = "0.1"   # the engine under test
+//! tokio = { version = "1", features = ["macros", "rt", "test-util"] }
+//! ```
+//!
+//! and `#[tokio::test(start_paused = true)]` on each test.
 //!
 //! # Example
 //! A user's handler, tested on the in-memory network with paused time: it answers
@@ -91,16 +113,27 @@
 //! with the same seed records the same [`trace`](Network::trace).
 #![deny(missing_docs)]
 
-pub mod conformance;
-pub mod conn;
-pub mod fault;
-pub mod listener;
-pub mod net;
+mod conn;
+mod fault;
+mod host;
+mod listener;
+mod net;
 mod pipe;
-pub mod trace;
+mod raw;
+mod trace;
+mod world;
 
 pub use conn::SimConn;
 pub use fault::LinkConfig;
+pub use host::Host;
 pub use listener::SimListener;
-pub use net::{Host, NetConfig, Network, DEFAULT_BUFFER_SIZE};
-pub use trace::{ConnId, Event, TraceEntry};
+pub use net::{NetConfig, Network, DEFAULT_BUFFER_SIZE};
+pub use raw::RawPeer;
+pub use trace::{ConnId, TraceEntry, TraceEvent};
+
+/// The old path of [`RawPeer`], kept only until chitchat-heartbeat's tests import
+/// it from the crate root (to be removed then).
+#[doc(hidden)]
+pub mod conformance {
+    pub use crate::RawPeer;
+}

@@ -11,8 +11,8 @@ use std::task::{Context, Poll};
 use chitchat_core::{Addr, Listener};
 
 use crate::conn::SimConn;
-use crate::net::Network;
-use crate::trace::Event;
+use crate::trace::TraceEvent;
+use crate::world::World;
 
 /// A listener bound on a [`Host`](crate::Host) of the in-memory network.
 ///
@@ -22,7 +22,7 @@ use crate::trace::Event;
 /// After its host is [killed](crate::Network::kill) it accepts nothing, ever, and
 /// never wakes: a dead process does not report.
 pub struct SimListener {
-    net: Network,
+    world: World,
     host: IpAddr,
     /// Tells this listener from a later one on the same port.
     id: u64,
@@ -30,9 +30,9 @@ pub struct SimListener {
 }
 
 impl SimListener {
-    pub(crate) fn new(net: Network, host: IpAddr, id: u64, addr: SocketAddr) -> Self {
+    pub(crate) fn new(world: World, host: IpAddr, id: u64, addr: SocketAddr) -> Self {
         SimListener {
-            net,
+            world,
             host,
             id,
             addr,
@@ -55,7 +55,7 @@ impl Listener for SimListener {
     type Conn = SimConn;
 
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(SimConn, Addr)>> {
-        self.net.with(|st| {
+        self.world.with(|st| {
             let listener = st
                 .hosts
                 .get_mut(&self.host)
@@ -77,14 +77,14 @@ impl Listener for SimListener {
             };
             let conn = st.conn_mut(id);
             let (client, server) = (conn.client, conn.server);
-            st.record(Event::Accept {
+            st.record(TraceEvent::Accept {
                 conn: id,
                 client,
                 server,
             });
             // The backlog has room again: a connect waiting for it may go on.
             st.changed();
-            let conn = SimConn::accepted(self.net.clone(), id, server, client);
+            let conn = SimConn::accepted(self.world.clone(), id, server, client);
             Poll::Ready(Ok((conn, Addr::Inet(client))))
         })
     }
@@ -97,7 +97,7 @@ impl Listener for SimListener {
 impl Drop for SimListener {
     fn drop(&mut self) {
         let (host, port, id) = (self.host, self.addr.port(), self.id);
-        self.net.with(|st| st.remove_listener(host, port, id));
+        self.world.with(|st| st.remove_listener(host, port, id));
     }
 }
 

@@ -24,11 +24,11 @@ impl fmt::Display for ConnId {
 ///
 /// ```
 /// use std::time::Duration;
-/// use chitchat_testkit::{Event, TraceEntry};
+/// use chitchat_testkit::{TraceEvent, TraceEntry};
 ///
 /// let entry = TraceEntry {
 ///     at: Duration::from_millis(1500),
-///     event: Event::Kill { host: [10, 0, 0, 1].into() },
+///     event: TraceEvent::Kill { host: [10, 0, 0, 1].into() },
 /// };
 /// assert_eq!(entry.to_string(), "1.500000s fault kill 10.0.0.1");
 /// ```
@@ -38,7 +38,7 @@ pub struct TraceEntry {
     /// counts as it is advanced).
     pub at: Duration,
     /// What happened.
-    pub event: Event,
+    pub event: TraceEvent,
 }
 
 impl fmt::Display for TraceEntry {
@@ -56,7 +56,7 @@ impl fmt::Display for TraceEntry {
 /// Something the network did or was told to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Event {
+pub enum TraceEvent {
     /// A listener was bound.
     Bind {
         /// The address it listens on (the real port when 0 was asked for).
@@ -202,55 +202,55 @@ pub enum Event {
     },
 }
 
-impl Event {
+impl TraceEvent {
     /// Whether this is a fault injected by the test rather than traffic.
     ///
     /// ```
-    /// use chitchat_testkit::Event;
-    /// assert!(Event::Kill { host: [10, 0, 0, 1].into() }.is_fault());
+    /// use chitchat_testkit::TraceEvent;
+    /// assert!(TraceEvent::Kill { host: [10, 0, 0, 1].into() }.is_fault());
     /// ```
     pub fn is_fault(&self) -> bool {
         matches!(
             self,
-            Event::SetLink { .. }
-                | Event::Partition { .. }
-                | Event::Heal { .. }
-                | Event::ResetPair { .. }
-                | Event::Refuse { .. }
-                | Event::Allow { .. }
-                | Event::Kill { .. }
+            TraceEvent::SetLink { .. }
+                | TraceEvent::Partition { .. }
+                | TraceEvent::Heal { .. }
+                | TraceEvent::ResetPair { .. }
+                | TraceEvent::Refuse { .. }
+                | TraceEvent::Allow { .. }
+                | TraceEvent::Kill { .. }
         )
     }
 }
 
-impl fmt::Display for Event {
+impl fmt::Display for TraceEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::Bind { addr } => write!(f, "bind {addr}"),
-            Event::Unbind { addr } => write!(f, "unbind {addr}"),
-            Event::Connect { from, to } => write!(f, "connect {from} -> {to}"),
-            Event::Refused { from, to } => write!(f, "refused {from} -> {to}"),
-            Event::Accept {
+            TraceEvent::Bind { addr } => write!(f, "bind {addr}"),
+            TraceEvent::Unbind { addr } => write!(f, "unbind {addr}"),
+            TraceEvent::Connect { from, to } => write!(f, "connect {from} -> {to}"),
+            TraceEvent::Refused { from, to } => write!(f, "refused {from} -> {to}"),
+            TraceEvent::Accept {
                 conn,
                 client,
                 server,
             } => {
                 write!(f, "accept {conn} {client} -> {server}")
             }
-            Event::Connected {
+            TraceEvent::Connected {
                 conn,
                 client,
                 server,
             } => {
                 write!(f, "connected {conn} {client} -> {server}")
             }
-            Event::Sent {
+            TraceEvent::Sent {
                 conn,
                 from,
                 to,
                 len,
             } => write!(f, "sent {conn} {from} -> {to} {len}B"),
-            Event::Delivered {
+            TraceEvent::Delivered {
                 conn,
                 from,
                 to,
@@ -258,26 +258,26 @@ impl fmt::Display for Event {
             } => {
                 write!(f, "delivered {conn} {from} -> {to} {len}B")
             }
-            Event::Shutdown { conn, by } => write!(f, "shutdown {conn} by {by}"),
-            Event::Close { conn, by } => write!(f, "close {conn} by {by}"),
-            Event::Abort { conn, by } => write!(f, "abort {conn} by {by}"),
-            Event::Reset {
+            TraceEvent::Shutdown { conn, by } => write!(f, "shutdown {conn} by {by}"),
+            TraceEvent::Close { conn, by } => write!(f, "close {conn} by {by}"),
+            TraceEvent::Abort { conn, by } => write!(f, "abort {conn} by {by}"),
+            TraceEvent::Reset {
                 conn,
                 client,
                 server,
             } => {
                 write!(f, "reset {conn} {client} -> {server}")
             }
-            Event::SetLink { from, to, config } => match (from, to) {
+            TraceEvent::SetLink { from, to, config } => match (from, to) {
                 (Some(from), Some(to)) => write!(f, "fault link {from} -> {to} {config:?}"),
                 _ => write!(f, "fault default link {config:?}"),
             },
-            Event::Partition { from, to } => write!(f, "fault partition {from} -> {to}"),
-            Event::Heal { from, to } => write!(f, "fault heal {from} -> {to}"),
-            Event::ResetPair { a, b } => write!(f, "fault reset {a} <-> {b}"),
-            Event::Refuse { host } => write!(f, "fault refuse {host}"),
-            Event::Allow { host } => write!(f, "fault allow {host}"),
-            Event::Kill { host } => write!(f, "fault kill {host}"),
+            TraceEvent::Partition { from, to } => write!(f, "fault partition {from} -> {to}"),
+            TraceEvent::Heal { from, to } => write!(f, "fault heal {from} -> {to}"),
+            TraceEvent::ResetPair { a, b } => write!(f, "fault reset {a} <-> {b}"),
+            TraceEvent::Refuse { host } => write!(f, "fault refuse {host}"),
+            TraceEvent::Allow { host } => write!(f, "fault allow {host}"),
+            TraceEvent::Kill { host } => write!(f, "fault kill {host}"),
         }
     }
 }

@@ -6,7 +6,7 @@ mod util;
 use std::time::Duration;
 
 use chitchat_core::Connector;
-use chitchat_testkit::{Event, LinkConfig, Network, SimConn, TraceEntry};
+use chitchat_testkit::{LinkConfig, Network, SimConn, TraceEntry, TraceEvent};
 use util::*;
 
 /// Echoes until EOF.
@@ -84,13 +84,13 @@ fn same_seed_gives_the_same_trace() {
     let second = run(1);
     assert_eq!(first, second);
     // The trace is worth comparing: traffic, faults, and drawn chunk sizes.
-    let count = |pred: fn(&Event) -> bool| first.iter().filter(|e| pred(&e.event)).count();
-    assert!(count(|e| matches!(e, Event::Delivered { len, .. } if *len < 64)) > 50);
+    let count = |pred: fn(&TraceEvent) -> bool| first.iter().filter(|e| pred(&e.event)).count();
+    assert!(count(|e| matches!(e, TraceEvent::Delivered { len, .. } if *len < 64)) > 50);
     assert_eq!(
-        count(|e| matches!(e, Event::Partition { .. } | Event::Heal { .. })),
+        count(|e| matches!(e, TraceEvent::Partition { .. } | TraceEvent::Heal { .. })),
         4
     );
-    assert_eq!(count(|e| matches!(e, Event::Connected { .. })), 3);
+    assert_eq!(count(|e| matches!(e, TraceEvent::Connected { .. })), 3);
     assert!(
         first.last().unwrap().at > Duration::from_secs(2),
         "the partition was felt"
@@ -106,7 +106,7 @@ fn another_seed_gives_another_trace() {
     let connected = |trace: &[TraceEntry]| {
         trace
             .iter()
-            .filter(|e| matches!(e.event, Event::Connected { .. }))
+            .filter(|e| matches!(e.event, TraceEvent::Connected { .. }))
             .count()
     };
     assert_eq!(connected(&first), connected(&other));

@@ -6,7 +6,7 @@ use std::io;
 use std::time::Duration;
 
 use chitchat_core::{Connection, Connector, Listener};
-use chitchat_testkit::{Event, LinkConfig, Network};
+use chitchat_testkit::{LinkConfig, Network, TraceEvent};
 use tokio::time::Instant;
 use util::*;
 
@@ -134,8 +134,10 @@ async fn reset_fails_the_next_read_and_write_on_both_ends() {
     let trace = net.trace();
     assert!(trace
         .iter()
-        .any(|e| matches!(e.event, Event::ResetPair { .. })));
-    assert!(trace.iter().any(|e| matches!(e.event, Event::Reset { .. })));
+        .any(|e| matches!(e.event, TraceEvent::ResetPair { .. })));
+    assert!(trace
+        .iter()
+        .any(|e| matches!(e.event, TraceEvent::Reset { .. })));
 }
 
 #[tokio::test(start_paused = true)]
@@ -271,7 +273,7 @@ async fn kill_resets_connections_silences_listeners_and_the_host_restarts() {
     assert!(net
         .trace()
         .iter()
-        .any(|e| matches!(e.event, Event::Kill { .. })));
+        .any(|e| matches!(e.event, TraceEvent::Kill { .. })));
 }
 
 #[tokio::test(start_paused = true)]

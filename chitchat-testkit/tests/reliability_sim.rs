@@ -1,5 +1,6 @@
-//! The reliability suite on the in-memory network, where time matters (issue 7,
-//! cases 3, 10, 11 and 13, and a minimal reproduction for case 14): paused tokio
+//! The reliability suite on the in-memory network, where time matters (slowloris
+//! peers, clients of silent or failing servers, partitions and resets, any
+//! segmentation, and a minimal reproduction of the partial-frame budget): paused tokio
 //! time, so 5-second deadlines cost no wall time and every figure is exact, and
 //! every fault comes from a seed, so every run can be replayed.
 //!
@@ -19,8 +20,9 @@ use chitchat_core::{
     Addr, BindOptions, Binder, CloseReason, ConnError, ConnErrorKind, ConnEvent, ConnectError,
     Connection, Connector, Events, Listener, ReadContext, WriteError,
 };
-use chitchat_testkit::conformance::RawPeer;
-use chitchat_testkit::{Host, LinkConfig, NetConfig, Network, SimConn, SimListener, TraceEntry};
+use chitchat_testkit::{
+    Host, LinkConfig, NetConfig, Network, RawPeer, SimConn, SimListener, TraceEntry,
+};
 use chitchat_tokio::{Client, Server, ServerBuilder};
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
@@ -38,8 +40,8 @@ fn secs(n: u64) -> Duration {
 }
 
 /// Prints a measured figure for RELIABILITY.md (`--nocapture` shows it).
-fn figure(case: &str, text: impl std::fmt::Display) {
-    println!("[reliability] {case}: {text}");
+fn figure(what: &str, text: impl std::fmt::Display) {
+    println!("[reliability] {what}: {text}");
 }
 
 fn echo<S: Send + Sync + 'static>(builder: ServerBuilder<S>) -> ServerBuilder<S> {
@@ -78,7 +80,7 @@ fn closes(log: &Log) -> Vec<(Instant, chitchat_core::CloseEvent)> {
         .collect()
 }
 
-/// Case 3. 200 slowloris peers each send one byte every 0.9 s, never a delimiter,
+/// 200 slowloris peers each send one byte every 0.9 s, never a delimiter,
 /// against a 1 s idle timeout and a 5 s frame deadline, while 20 good peers send a
 /// frame every 0.3 s.
 ///
@@ -178,7 +180,7 @@ async fn slowloris_peers_are_closed_by_the_frame_deadline() {
         );
     }
     figure(
-        "case 3",
+        "slowloris peers",
         format_args!(
             "{SLOW} slowloris peers (1 byte / 0.9 s; idle timeout 1 s, frame deadline 5 s): all closed with FrameTimeout \
              {fastest:?}..{slowest:?} after their first byte (each sent {}..{} bytes), none by the idle timeout; \
@@ -194,7 +196,7 @@ async fn slowloris_peers_are_closed_by_the_frame_deadline() {
     server.cut().await;
 }
 
-/// Case 10, first part: a server that accepts and never answers.
+/// A server that accepts and never answers.
 ///
 /// Pass: a client with a 2 s idle timeout that sent a request is closed with
 /// `IdleTimeout` naming the server exactly 2 s (virtual) after its request, and
@@ -229,7 +231,7 @@ async fn client_of_a_silent_server_times_out_as_configured() {
     );
     assert!(inbox.try_recv().is_err(), "nothing delivered");
     figure(
-        "case 10 (sim, silent server)",
+        "client of a silent server (in-memory)",
         format_args!(
             "client with a 2 s idle timeout closed with IdleTimeout {after:?} after its request"
         ),
@@ -237,7 +239,7 @@ async fn client_of_a_silent_server_times_out_as_configured() {
     assert_eq!(after, secs(2));
 }
 
-/// Case 10, second part: a server that closes in the middle of its reply, with a
+/// A server that closes in the middle of its reply, with a
 /// FIN and with a reset, over a link that delivers 3 bytes per read.
 ///
 /// Pass: FIN: the whole frame before it is delivered, then `TruncatedFrame` naming
@@ -301,7 +303,7 @@ async fn client_of_a_server_closing_mid_frame_reports_a_typed_error() {
             "FIN"
         };
         figure(
-            "case 10 (sim, server closes mid-frame)",
+            "client of a server closing mid-frame (in-memory)",
             format_args!(
                 "{what}: client got \"whole\", then reported {} and closed with {:?}",
                 errors[0], closed.reason
@@ -310,7 +312,7 @@ async fn client_of_a_server_closing_mid_frame_reports_a_typed_error() {
     }
 }
 
-/// Case 10, third part: dialing an address that is black-holed (its host cut off,
+/// Dialing an address that is black-holed (its host cut off,
 /// so the handshake never completes).
 ///
 /// Pass: the connect fails with `ConnectError::Timeout` naming the address and the
@@ -334,7 +336,7 @@ async fn dial_to_a_black_holed_address_times_out_as_configured() {
         "{err}"
     );
     figure(
-        "case 10 (sim, black hole)",
+        "dial to a black hole (in-memory)",
         format_args!("dial with a 3 s connect timeout failed with \"{err}\" after {after:?}"),
     );
     assert_eq!(after, secs(3));
@@ -343,7 +345,7 @@ async fn dial_to_a_black_holed_address_times_out_as_configured() {
 /// Frames the server received, by peer.
 type Received = Mutex<HashMap<Addr, Vec<Bytes>>>;
 
-/// Case 11. 1000 clients on 10 hosts each send 20 frames (one per 400 ms) to an
+/// 1000 clients on 10 hosts each send 20 frames (one per 400 ms) to an
 /// echo server with a 3 s idle timeout, over links with 1-3 ms delay that deliver
 /// at most 16 bytes per read, while the network: cuts host 0 off for 5 s, resets
 /// every connection of host 1, cuts host 2 off for 1 s, cuts host 3's outgoing
@@ -521,7 +523,7 @@ async fn echo_under_partitions_resets_and_chunking_delivers_exactly_once_in_orde
             .or_default() += 1;
     }
     figure(
-        "case 11",
+        "partitions, resets and chunking",
         format_args!(
             "{} clients x {FRAMES} frames: (sent, handled, echoed) by host {by_host:?}; {delivered_total} echoes delivered, \
              each exactly once and in order; server errors {server_errors:?}; client errors {client_errors:?}; \
@@ -672,10 +674,10 @@ impl Connector for ChaosConnector {
     }
 }
 
-/// Frames of case 13 per seed.
+/// Frames per seed of the segmentation runs.
 const CHAOS_FRAMES: usize = 1000;
 
-/// One run of case 13: an echo server and a client, both on [`Chaos`] connections,
+/// One segmentation run: an echo server and a client, both on [`Chaos`] connections,
 /// exchange `CHAOS_FRAMES` frames whose sizes, bursts and pauses, and whose links'
 /// window, chunking and delays, all come from `seed`. Returns the network's trace,
 /// or what went wrong.
@@ -759,7 +761,7 @@ fn chaos_run(seed: u64) -> Result<Vec<TraceEntry>, String> {
     })
 }
 
-/// Case 13. Segmentation and wake-ups chosen by the input: for each of 1000 seeds,
+/// Segmentation and wake-ups chosen by the input: for each of 1000 seeds,
 /// 1000 frames echoed over connections whose read sizes, write sizes, spurious
 /// `Pending`s, window, chunking and delays all come from the seed (both ends run
 /// the engine).
@@ -813,7 +815,7 @@ fn any_segmentation_and_wake_up_order_delivers_every_frame_once_in_order() {
         );
     }
     figure(
-        "case 13",
+        "any segmentation and wake-up order",
         format_args!(
             "{} seeds x {CHAOS_FRAMES} frames ({} frames) with seeded read/write sizes, spurious Pendings, windows, \
              chunking and delays: {} failed; replay of seeds {replays:?} gave identical traces; {took:?} on {threads} threads",
@@ -828,7 +830,7 @@ fn any_segmentation_and_wake_up_order_delivers_every_frame_once_in_order() {
     );
 }
 
-/// Case 14, holders arriving at the same instant: five peers send 290, 250, 260,
+/// The partial-frame budget, holders arriving at the same instant: five peers send 290, 250, 260,
 /// 270 and 280 bytes of unfinished frames at once to a server whose budget holds
 /// three read buffers. A shed peer counts as gone from the moment it is told, so
 /// the reads that pass the budget while it is still closing shed the next largest,
@@ -872,7 +874,7 @@ async fn partial_frame_budget_holds_when_holders_arrive_at_once() {
         })
         .collect();
     figure(
-        "case 14 (sim reproduction)",
+        "partial-frame budget, holders at once (in-memory)",
         format_args!(
             "budget 24 KiB, five holders at once (one 8 KiB buffer each): shed {shed:?}, kept {}",
             kept.len()

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use chitchat_core::{BindOptions, Binder, Connection, Connector, Listener};
-use chitchat_testkit::{Event, LinkConfig, NetConfig, Network};
+use chitchat_testkit::{LinkConfig, NetConfig, Network, TraceEvent};
 use util::*;
 
 #[tokio::test(start_paused = true)]
@@ -30,7 +30,7 @@ async fn connect_where_nobody_listens_is_refused() {
     let refused = net
         .trace()
         .iter()
-        .filter(|e| matches!(e.event, Event::Refused { .. }))
+        .filter(|e| matches!(e.event, TraceEvent::Refused { .. }))
         .count();
     assert_eq!(refused, 2);
     assert_eq!(net.open_connections(), 0);
@@ -117,7 +117,7 @@ async fn half_close_gives_the_peer_eof_after_the_data() {
     assert!(net
         .trace()
         .iter()
-        .any(|e| matches!(e.event, Event::Shutdown { .. })));
+        .any(|e| matches!(e.event, TraceEvent::Shutdown { .. })));
 }
 
 #[tokio::test(start_paused = true)]
@@ -200,7 +200,7 @@ async fn closing_with_unread_input_resets_the_peer() {
     assert!(net
         .trace()
         .iter()
-        .any(|e| matches!(e.event, Event::Abort { .. })));
+        .any(|e| matches!(e.event, TraceEvent::Abort { .. })));
 }
 
 #[tokio::test(start_paused = true)]
@@ -250,8 +250,10 @@ async fn sixty_virtual_seconds_take_milliseconds() {
     let idle = tokio::time::timeout(Duration::from_secs(60), read_some(&mut accepted, 1)).await;
     assert!(idle.is_err());
     assert_eq!(net.elapsed() - start, Duration::from_secs(120));
+    // Real sleeps would take all 120 s; a loaded machine may slow the work
+    // itself, so the bound is half of that, not a figure of an idle machine.
     assert!(
-        wall.elapsed() < Duration::from_secs(5),
+        wall.elapsed() < Duration::from_secs(60),
         "took {:?}",
         wall.elapsed()
     );

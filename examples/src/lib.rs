@@ -1,5 +1,6 @@
-//! Command-line helpers shared by the example binaries (`src/bin/`), so that
-//! `--delim`, the seconds flags and the timeout flags (where `0` means none) read
+//! Command-line helpers shared by the example binaries (`src/bin/`) and the
+//! project's tools (`chitchat-tools`), so that `--delim`, the seconds flags and the
+//! timeout flags (where `0` means none) read
 //! the same in every one of them, and errors end them the same way.
 //!
 //! ```
@@ -11,7 +12,6 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod baseline;
 pub mod chat;
 
 use std::process::ExitCode;

@@ -204,11 +204,14 @@ fn read_timeout_closes_an_idle_connection() {
     let (server, addr) = start_server(&["--read-timeout", "0.3"]);
     let mut stream = connect(addr);
     let peer = stream.local_addr().unwrap();
+    // Before the write, so before the server's last read restarts its idle clock:
+    // the close cannot come sooner than the timeout after this (a later one is
+    // load, not a bug).
+    let idle_since = Instant::now();
     stream.write_all(b"ping\n").unwrap();
     expect_bytes(&mut stream, b"ping\n");
-    let idle_since = Instant::now();
     assert_eq!(read_until_closed(&mut stream), b"");
-    assert!(idle_since.elapsed() >= Duration::from_millis(250));
+    assert!(idle_since.elapsed() >= Duration::from_millis(300));
     server.wait_stderr(&format!("{peer} sent nothing for 300ms"));
 }
 
@@ -522,23 +525,29 @@ fn serves_and_connects_over_tls() {
 
 #[test]
 fn frame_timeout_closes_a_client_that_trickles_a_frame() {
-    let (server, addr) = start_server(&["--read-timeout", "0.4", "--frame-timeout", "1"]);
+    let (server, addr) = start_server(&["--read-timeout", "1", "--frame-timeout", "1.5"]);
     let mut stream = connect(addr);
+    // Before the first byte, so before the server's frame clock starts.
     let started = Instant::now();
-    // One byte every 300 ms keeps the read timeout away but never ends the frame.
-    while started.elapsed() < Duration::from_secs(3) {
+    // One byte every 100 ms keeps the 1 s read timeout away (with 900 ms to spare
+    // for a loaded machine) but never ends the frame; bounded at 10 s of bytes.
+    let mut closed = false;
+    for _ in 0..100 {
         if stream.write_all(b"x").is_err() {
+            closed = true;
             break;
         }
-        thread::sleep(Duration::from_millis(300));
+        thread::sleep(Duration::from_millis(100));
     }
+    assert!(closed, "the server never closed the trickling client");
     let stderr = server.wait_stderr("to finish a frame");
     assert!(
         stderr.contains(&stream.local_addr().unwrap().to_string()),
         "{stderr}"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "closed by the frame timeout"
+        started.elapsed() >= Duration::from_millis(1500),
+        "closed after {:?}, before the frame timeout",
+        started.elapsed()
     );
 }

@@ -1,14 +1,20 @@
 //! Helpers of the reliability suite (`tests/reliability*.rs`): one runtime per test,
 //! run one test at a time, process-wide gauges (RSS, peak RSS, open fds, CPU time)
-//! read from `/proc/self`, an echo server on loopback, well-behaved clients that
+//! read from `/proc/self` and live heap blocks counted by the allocator, an echo server on loopback, well-behaved clients that
 //! check every echo, and a recorder of the server's events.
 //!
 //! The gauges are process-wide, so the tests of one binary take a lock and run one
 //! after another: a neighbour's connections would otherwise show up in our figures.
+//!
+//! The `/proc` reader here is the tests' own, a few lines that panic when a file is
+//! missing, rather than chitchat-tools' `procfs`: that crate depends on this one,
+//! and a test of a published crate cannot depend on an unpublished one.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::Duration;
 
@@ -84,6 +90,42 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
 }
 
+/// Counts the heap blocks alive in the process: what a leak per connection shows
+/// as, whatever the load did to the allocator's peak (which resident memory
+/// keeps, and which depends on how far behind a loaded machine let the event
+/// readers fall).
+struct CountingAlloc;
+
+static LIVE_BLOCKS: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is passed on to the system allocator unchanged; the counter
+// is only a side effect.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BLOCKS.fetch_add(1, Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LIVE_BLOCKS.fetch_add(1, Ordering::Relaxed);
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        System.realloc(ptr, layout, new_size)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BLOCKS.fetch_sub(1, Ordering::Relaxed);
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAlloc = CountingAlloc;
+
+/// Heap blocks allocated and not yet freed, in the whole process.
+pub fn live_blocks() -> isize {
+    LIVE_BLOCKS.load(Ordering::Relaxed)
+}
+
 /// Resident memory of the process now, in KiB.
 pub fn rss_kib() -> u64 {
     status_kib("VmRSS")
@@ -131,8 +173,8 @@ pub fn cpu_time() -> Duration {
 }
 
 /// Prints a measured figure for RELIABILITY.md (`--nocapture` shows it).
-pub fn figure(case: &str, text: impl std::fmt::Display) {
-    println!("[reliability] {case}: {text}");
+pub fn figure(what: &str, text: impl std::fmt::Display) {
+    println!("[reliability] {what}: {text}");
 }
 
 /// Where a loopback server listens.

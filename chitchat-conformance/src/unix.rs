@@ -7,7 +7,7 @@ use std::time::Duration;
 use chitchat_core::{Addr, BindOptions, Binder, Connector};
 use chitchat_tokio::{Unix, UnixConn};
 
-use super::Harness;
+use crate::harness::Harness;
 
 /// Runs the suite over Unix domain sockets, each server on a fresh path in the
 /// temporary directory.

@@ -4,13 +4,13 @@
 //! cannot saturate this server is not the bottleneck of the others.
 //!
 //! ```text
-//! cargo run --release -p chitchat-examples --bin baseline_raw -- --listen 127.0.0.1:0
+//! cargo run --release -p chitchat-tools --bin baseline_raw -- --listen 127.0.0.1:0
 //! ```
 //!
 //! The first line on stdout is `listening on ADDR`. Used by `bench` (see
 //! BENCHMARKS.md).
 
-use chitchat_examples::baseline::{serve_baseline, BaselineArgs};
+use chitchat_tools::baseline::{serve_baseline, BaselineArgs};
 use clap::Parser;
 
 #[tokio::main]

@@ -3,13 +3,13 @@
 //! `send` encodes the line and flushes it: one write system call per frame.
 //!
 //! ```text
-//! cargo run --release -p chitchat-examples --bin baseline_lines -- --listen 127.0.0.1:0
+//! cargo run --release -p chitchat-tools --bin baseline_lines -- --listen 127.0.0.1:0
 //! ```
 //!
 //! The first line on stdout is `listening on ADDR`. Used by `bench` (see
 //! BENCHMARKS.md); not a model for servers: see `echo_server` for that.
 
-use chitchat_examples::baseline::{serve_baseline, BaselineArgs};
+use chitchat_tools::baseline::{serve_baseline, BaselineArgs};
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use tokio_util::codec::{Framed, LinesCodec};

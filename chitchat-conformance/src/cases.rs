@@ -12,12 +12,13 @@ use chitchat_core::{
     Connection, Delimiter, EncodeError, Events, Frame, Handler, Listener, OversizePolicy,
     ReadContext, WriteError,
 };
+use chitchat_testkit::RawPeer;
 use chitchat_tokio::{Client, ClientBuilder, Server, ServerBuilder};
 use futures::StreamExt;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::time::timeout;
 
-use super::{Harness, RawPeer};
+use crate::harness::Harness;
 
 /// Longest wait for anything that should happen promptly. Virtual time on the
 /// in-memory network; on TCP, generous for a loaded CI machine.
@@ -636,39 +637,37 @@ pub async fn idle_timeout_closes_silent_peer<H: Harness>(h: &H) {
     server.cut().await;
 }
 
-/// A peer that trickles a frame just fast enough to dodge the idle timeout is
-/// closed by the frame timeout; a well-behaved peer is not.
+/// A peer that trickles a frame fast enough to dodge the idle timeout is closed by
+/// the frame timeout, no earlier than the timeout after its first byte; a
+/// well-behaved peer is not.
 pub async fn frame_timeout_closes_slow_trickler<H: Harness>(h: &H) {
-    let idle = Duration::from_millis(400);
-    let server = echo_server(h, |b| {
-        b.idle_timeout(idle)
-            .frame_timeout(Duration::from_millis(1000))
-    })
-    .await;
+    // A byte every 100 ms against a 1 s idle timeout: 900 ms of margin for a loaded
+    // machine's late timers on real transports.
+    let idle = Duration::from_millis(1000);
+    let frame_timeout = Duration::from_millis(1500);
+    let server = echo_server(h, |b| b.idle_timeout(idle).frame_timeout(frame_timeout)).await;
     let mut events = server.events();
     let mut slow = raw(h, server.local_addr()).await;
     let mut good = raw(h, server.local_addr()).await;
+    // Before the first byte, so before the server's frame clock starts.
     let started = tokio::time::Instant::now();
-    let mut closed_early = false;
-    // One byte every 300 ms, never a delimiter; the good peer sends whole frames.
-    for i in 0..10 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    // One byte every 100 ms, never a delimiter, until the server closes the
+    // connection (bounded: 10 s of bytes); the good peer sends whole frames.
+    for i in 0..100 {
         if slow.write_all(b"x").await.is_err() {
-            closed_early = true;
+            break;
         }
         good.write_all(format!("{i}\n").as_bytes()).await.unwrap();
         assert_eq!(read_frame(&mut good).await, format!("{i}"));
-        if closed_early {
-            break;
-        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let err = next_error(&mut events, ConnErrorKind::FrameTimeout).await;
     assert_eq!(err.addr(), slow.local_addr());
     let closed = next_close(&mut events).await;
     assert_eq!(closed.reason, CloseReason::FrameTimeout);
     assert!(
-        started.elapsed() < Duration::from_millis(2500),
-        "{:?}",
+        started.elapsed() >= frame_timeout,
+        "closed after {:?}",
         started.elapsed()
     );
     server.cut().await;
@@ -703,16 +702,17 @@ pub async fn partial_frame_budget_sheds_largest_holder<H: Harness>(h: &H) {
 
 /// The idle timeout counts from the last read, not from the connect.
 pub async fn idle_timeout_restarts_on_every_read<H: Harness>(h: &H) {
-    let idle = Duration::from_millis(400);
+    let idle = Duration::from_millis(1000);
     let server = echo_server(h, |b| b.idle_timeout(idle)).await;
     let mut peer = raw(h, server.local_addr()).await;
-    // Six bytes 200 ms apart: 1.2 s in all, three idle timeouts' worth.
-    for _ in 0..6 {
-        tokio::time::sleep(idle / 2).await;
+    // Fifteen bytes 100 ms apart: 1.5 s in all, more than the idle timeout, and a
+    // 900 ms margin for a loaded machine's late timers on real transports.
+    for _ in 0..15 {
+        tokio::time::sleep(idle / 10).await;
         peer.write_all(b"x").await.unwrap();
     }
     peer.write_all(b"\n").await.unwrap();
-    assert_eq!(read_frame(&mut peer).await, "xxxxxx");
+    assert_eq!(read_frame(&mut peer).await, "x".repeat(15));
     let (_, end) = read_to_end(&mut peer).await;
     end.unwrap();
     server.cut().await;

@@ -2,7 +2,7 @@
 //! `--duration` seconds, with the process's vital signs printed every few seconds.
 //!
 //! ```text
-//! cargo run --release -p chitchat-examples --bin soak -- --duration 20
+//! cargo run --release -p chitchat-tools --bin soak -- --duration 20
 //! ```
 //!
 //! Without `--connect` it starts its own echo server on loopback (with the defences
@@ -35,6 +35,7 @@ use anyhow::{bail, Context as _};
 use chitchat_core::{Addr, ConnErrorKind, Stats};
 use chitchat_examples::parse_secs;
 use chitchat_tokio::Server;
+use chitchat_tools::procfs;
 use clap::Parser;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -231,21 +232,12 @@ fn mib(kib: u64) -> String {
 
 /// Resident memory of this process, in KiB (0 where /proc is missing).
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
+    procfs::status_kib(std::process::id(), "VmRSS").unwrap_or(0)
 }
 
 /// Open file descriptors of this process (0 where /proc is missing).
 fn open_fds() -> usize {
-    // Less the one that lists the directory.
-    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count().saturating_sub(1))
+    procfs::open_fds(std::process::id()).unwrap_or(0)
 }
 
 /// A good client: bursts of 10 frames, every echo checked; reconnects if the

@@ -1,73 +1,62 @@
 //! The behaviour contract of chitchat's Server and Client, written once and run on
-//! every transport.
+//! every transport: loopback TCP, Unix sockets, TLS and chitchat-testkit's
+//! in-memory network (`tests/conformance.rs`). Not published: it is the
+//! workspace's test suite, kept out of chitchat-testkit so that a user of the
+//! simulated network does not get chitchat-tokio's TLS, rustls and rcgen.
 //!
 //! Each case is an `async fn` generic over a [`Harness`]: the transport under test.
 //! [`conformance_tests!`](crate::conformance_tests) expands to one `#[test]` per case,
-//! so the same suite runs on loopback TCP ([`TcpHarness`]) and on the in-memory
-//! network, and on any transport you write yourself:
+//! so the same suite runs on every harness, and on any transport you write yourself:
 //!
 //! ```text
 //! mod conformance {
 //!     mod my_transport {
-//!         chitchat_testkit::conformance_tests!(MyHarness::new(), tokio::test);
+//!         chitchat_conformance::conformance_tests!(MyHarness::new(), tokio::test);
 //!     }
 //! }
 //! ```
 //!
 //! A case panics on failure, with a message naming what broke.
+//!
+//! # Layout
+//! - `lib.rs`: the one list of cases
+//!   ([`conformance_tests!`](crate::conformance_tests)), from which both [`Case`]
+//!   and the tests are expanded.
+//! - `harness.rs`: the [`Harness`] trait, what a transport gives the suite.
+//! - `cases.rs`: the cases.
+//! - `tcp.rs`, `unix.rs`, `tls.rs`, `sim.rs`: one harness per transport.
+//!
+//! # One list
+//! The case names are written once, in the macro. A case function missing from it
+//! is dead code, which this crate denies, so it does not build; a name without its
+//! function does not build either; and `tests/conformance.rs` checks that every
+//! `pub async fn` of `cases.rs` is run on every transport.
+#![deny(missing_docs, dead_code)]
 
 mod cases;
-mod raw;
+mod harness;
 mod sim;
 mod tcp;
 mod tls;
 mod unix;
 
-use std::any::Any;
-use std::future::Future;
-
-use chitchat_core::{Addr, Binder, Connector};
-
-pub use cases::*;
-pub use raw::RawPeer;
+pub use harness::Harness;
 pub use sim::SimHarness;
 pub use tcp::TcpHarness;
 pub use tls::TlsHarness;
 pub use unix::UnixHarness;
 
-/// A transport the suite can run on.
-pub trait Harness: Send + Sync + 'static {
-    /// Binds the servers of the suite.
-    type Binder: Binder;
-    /// Dials the clients and raw peers of the suite.
-    type Connector: Connector;
-
-    /// Where servers bind; port 0, so that each case gets a free port.
-    fn server_addr(&self) -> Addr;
-
-    /// The server side of the transport.
-    fn binder(&self) -> &Self::Binder;
-
-    /// The client side of the transport.
-    fn connector(&self) -> &Self::Connector;
-
-    /// An address where connecting hangs (nobody answers), and a guard that keeps it
-    /// so until dropped.
-    fn black_hole(&self) -> impl Future<Output = (Addr, Box<dyn Any + Send>)> + Send;
-
-    /// Drops a connection abortively: the other end sees a reset, not an EOF.
-    /// Returns false when the transport has no abortive close (the connection is
-    /// just dropped, and the case that needs a reset is skipped).
-    fn abort(&self, conn: <Self::Connector as Connector>::Conn) -> bool;
-}
-
 /// Expands to one test function per conformance case, each running the case on the
 /// harness built by `$harness`, with `$attr` as its test attribute (for example
-/// `tokio::test` or `tokio::test(start_paused = true)`).
+/// `tokio::test` or `tokio::test(start_paused = true)`), and to `CASES`, the list
+/// of the cases it expanded.
+///
+/// It also holds the one list of the cases: the `@list` rule hands it to the
+/// others (the tests here, [`Case`] in this crate).
 #[macro_export]
 macro_rules! conformance_tests {
-    ($harness:expr, $attr:meta) => {
-        $crate::conformance_tests!(@cases [$harness] [$attr]
+    (@list $($then:tt)*) => {
+        $crate::conformance_tests!(@with [
             echo_round_trip
             crlf_is_stripped
             replies_are_checked_wherever_they_come_from
@@ -114,15 +103,51 @@ macro_rules! conformance_tests {
             client_closes_from_its_own_handler
             client_write_after_close_fails
             client_flush_waits_until_written
-        );
+        ] $($then)*);
     };
-    (@cases [$harness:expr] [$attr:meta] $($case:ident)*) => {
+    (@with [$($case:ident)*] tests [$harness:expr] [$attr:meta]) => {
+        /// The cases expanded here, in order.
+        #[allow(dead_code)]
+        pub const CASES: &[$crate::Case] = &[$($crate::Case::$case),*];
+
         $(
             #[$attr]
             async fn $case() {
                 let harness = $harness;
-                $crate::conformance::$case(&harness).await;
+                $crate::Case::$case.run(&harness).await;
             }
         )*
     };
+    (@with [$($case:ident)*] enum) => {
+        /// One case of the suite; its name is the name of its test.
+        #[allow(non_camel_case_types, missing_docs)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Case {
+            $($case),*
+        }
+
+        impl Case {
+            /// Every case, in the order of the list.
+            pub const ALL: &'static [Case] = &[$(Case::$case),*];
+
+            /// The case's name, as its function and test are named.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Case::$case => stringify!($case)),*
+                }
+            }
+
+            /// Runs the case on `harness`; panics, naming what broke, on failure.
+            pub async fn run<H: Harness>(self, harness: &H) {
+                match self {
+                    $(Case::$case => cases::$case(harness).await),*
+                }
+            }
+        }
+    };
+    ($harness:expr, $attr:meta) => {
+        $crate::conformance_tests!(@list tests [$harness] [$attr]);
+    };
 }
+
+conformance_tests!(@list enum);

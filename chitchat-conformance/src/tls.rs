@@ -5,7 +5,8 @@ use std::any::Any;
 use chitchat_core::Addr;
 use chitchat_tokio::{TlsClient, TlsConn, TlsServer};
 
-use super::{Harness, TcpHarness};
+use crate::harness::Harness;
+use crate::tcp::TcpHarness;
 
 /// Runs the suite over TLS on 127.0.0.1, with a certificate for `localhost`
 /// generated when the harness is made.

@@ -4,7 +4,7 @@
 //! into one output buffer and written back with one write.
 //!
 //! ```text
-//! cargo run --release -p chitchat-examples --bin baseline_memchr -- --listen 127.0.0.1:0
+//! cargo run --release -p chitchat-tools --bin baseline_memchr -- --listen 127.0.0.1:0
 //! ```
 //!
 //! The first line on stdout is `listening on ADDR`. Used by `bench` (see
@@ -13,7 +13,7 @@
 use std::io;
 
 use bytes::{Buf, BytesMut};
-use chitchat_examples::baseline::{serve_baseline, BaselineArgs};
+use chitchat_tools::baseline::{serve_baseline, BaselineArgs};
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

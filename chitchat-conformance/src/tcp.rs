@@ -7,7 +7,7 @@ use chitchat_core::Addr;
 use chitchat_tokio::{Tcp, TcpConn};
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::Harness;
+use crate::harness::Harness;
 
 /// Runs the suite over TCP on 127.0.0.1.
 #[derive(Clone, Copy, Debug, Default)]

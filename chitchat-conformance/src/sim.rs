@@ -4,9 +4,9 @@ use std::any::Any;
 use std::time::Duration;
 
 use chitchat_core::{Addr, BindOptions, Binder};
+use chitchat_testkit::{Host, LinkConfig, NetConfig, Network, SimConn};
 
-use super::Harness;
-use crate::{Host, LinkConfig, NetConfig, Network, SimConn};
+use crate::harness::Harness;
 
 /// Runs the suite on a fresh in-memory [`Network`]: the server on 10.0.0.1, clients
 /// on 10.0.0.2. Use it under paused time (`tokio::test(start_paused = true)`), so
@@ -31,10 +31,8 @@ impl SimHarness {
             .latency(Duration::from_millis(2))
             .jitter(Duration::from_millis(3))
             .chunking(7);
-        let config = NetConfig {
-            link,
-            ..NetConfig::default()
-        };
+        let mut config = NetConfig::default();
+        config.link = link;
         SimHarness::on(Network::with_config(seed, config))
     }
 

@@ -3,7 +3,7 @@
 //! share and memory while it probes them at the default 3 s interval.
 //!
 //! ```text
-//! cargo build --release -p chitchat-examples --bin heartbeat --bin heartbeat_bench
+//! cargo build --release -p chitchat-examples --bin heartbeat -p chitchat-tools --bin heartbeat_bench
 //! target/release/heartbeat_bench --nodes 1000 --duration 60
 //! ```
 //!
@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use chitchat_heartbeat::{HeartbeatConfig, Node, NodeId};
 use chitchat_tokio::Tcp;
+use chitchat_tools::procfs;
 use clap::Parser;
 
 /// Runs a `heartbeat master` child with N nodes and reports its CPU share and RSS.
@@ -139,26 +140,26 @@ async fn run() -> anyhow::Result<ExitCode> {
     let pid = master.child.id();
     let before = (
         Instant::now(),
-        cpu_seconds(pid)?,
-        cpu_seconds(std::process::id())?,
+        procfs::cpu_time(pid)?.as_secs_f64(),
+        procfs::cpu_time(std::process::id())?.as_secs_f64(),
     );
     let counts_before: Vec<u64> = STATES.iter().map(|s| master.count(s)).collect();
     let mut peak_rss = 0;
     let window = Duration::from_secs(args.duration);
     let end = Instant::now() + window;
     while Instant::now() < end {
-        peak_rss = peak_rss.max(status_kib(pid, "VmRSS")?);
+        peak_rss = peak_rss.max(procfs::status_kib(pid, "VmRSS")?);
         tokio::time::sleep(Duration::from_secs(1).min(end - Instant::now())).await;
     }
     let after = (
         Instant::now(),
-        cpu_seconds(pid)?,
-        cpu_seconds(std::process::id())?,
+        procfs::cpu_time(pid)?.as_secs_f64(),
+        procfs::cpu_time(std::process::id())?.as_secs_f64(),
     );
-    let rss = status_kib(pid, "VmRSS")?;
+    let rss = procfs::status_kib(pid, "VmRSS")?;
     peak_rss = peak_rss.max(rss);
-    let hwm = status_kib(pid, "VmHWM")?;
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
+    let hwm = procfs::status_kib(pid, "VmHWM")?;
+    let fds = procfs::open_fds(pid)?;
 
     let wall = (after.0 - before.0).as_secs_f64();
     let master_cpu = after.1 - before.1;
@@ -276,35 +277,6 @@ impl Drop for Master {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// User + system CPU time of process `pid` so far, in seconds.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name, in parentheses, may hold spaces: count fields after it.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 (utime) and 15 (stime) of proc(5); `rest` starts at field 3.
-    let ticks = |i: usize| -> anyhow::Result<f64> {
-        let field = fields.get(i).context("short /proc stat line")?;
-        Ok(field.parse::<u64>()? as f64)
-    };
-    // SAFETY: sysconf reads a constant of the system.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok((ticks(11)? + ticks(12)?) / per_second)
-}
-
-/// A `kB` line of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
-fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|value| value.split_whitespace().next()?.parse().ok())
-        .with_context(|| format!("no {key} in /proc/{pid}/status"))
 }
 
 /// Raises this process's open-file soft limit to the hard limit; returns it. The

@@ -1,0 +1,21 @@
+//! The project's measuring tools, not published: what `BENCHMARKS.md` and
+//! `RELIABILITY.md` are made with. The binaries are in `src/bin/`; this library
+//! holds what several of them share.
+//!
+//! # Layout
+//! - `src/bin/bench/`: the benchmark suite (scenarios, runner, criterion framer
+//!   results, Markdown report, plot); writes `BENCHMARKS.md`.
+//! - `src/bin/loadgen/`: the load generator bench drives (frame pattern, latency
+//!   histogram, client, report).
+//! - `src/bin/soak.rs`: good and hostile clients against one server, vital signs
+//!   printed as it goes.
+//! - `src/bin/heartbeat_bench.rs`: what a heartbeat master costs with N nodes.
+//! - `src/bin/baseline_*.rs`: the echo servers written without the library that
+//!   bench compares `echo_server` with.
+//! - [`baseline`]: the baselines' shared flag and accept loop.
+//! - [`procfs`]: the one reader of Linux's `/proc` (CPU time, run-queue wait,
+//!   memory, open files, the machine).
+#![deny(missing_docs)]
+
+pub mod baseline;
+pub mod procfs;
