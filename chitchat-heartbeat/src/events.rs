@@ -1,10 +1,12 @@
 //! The event streams of the two roles: a bounded broadcast that never blocks the
-//! sender, read as a `futures::Stream`. A reader that falls behind loses the oldest
-//! events and can tell how many ([`Events::dropped`]).
+//! sender, read as a `futures::Stream`. Every subscriber gets every event emitted
+//! from the moment it subscribed, and none from before; a reader that falls behind
+//! loses the oldest events and can tell how many ([`Events::dropped`]).
 //!
-//! The master emits from its connection tasks and its probers while it holds the
-//! detector's lock, so sending must cost a few instructions and never wait: a tokio
-//! broadcast channel does exactly that, and gives every subscriber the whole stream.
+//! The master emits from its connection handlers and its round driver while it
+//! holds its table's lock, so sending must cost a few instructions and never wait: a
+//! tokio broadcast channel does exactly that, and gives every subscriber the whole
+//! stream. Everything else in the crate reaches it through [`Emitter`] only.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,10 +22,11 @@ pub const DEFAULT_EVENT_CAPACITY: usize = 4096;
 
 /// A stream of events of a [`Master`](crate::Master) or a [`Node`](crate::Node).
 ///
-/// Bounded: when the reader lags more than the role's event capacity behind, the
-/// oldest events it has not read are dropped, counted in [`dropped`](Self::dropped),
-/// and the stream goes on with the oldest one still kept. The stream ends once the
-/// role has stopped and every kept event is read.
+/// It yields every event emitted from the moment it was subscribed, in order; each
+/// subscriber has its own. Bounded: when the reader lags more than the role's event
+/// capacity behind, the oldest events it has not read are dropped, counted in
+/// [`dropped`](Self::dropped), and the stream goes on with the oldest one still
+/// kept. The stream ends once the role has stopped and every kept event is read.
 pub struct Events<T> {
     inner: Pin<Box<dyn Stream<Item = T> + Send>>,
     dropped: Arc<AtomicU64>,
@@ -75,21 +78,20 @@ impl<T> std::fmt::Debug for Events<T> {
     }
 }
 
-/// The sending side, held by a role.
+/// The sending side, held by a role (and by its builder, so that a stream taken
+/// from the builder misses nothing of the start).
 pub(crate) struct Emitter<T> {
+    capacity: usize,
     /// `None` once the role has stopped: the streams end.
     sender: Mutex<Option<broadcast::Sender<T>>>,
-    /// Subscribed at creation and handed to the first [`subscribe`](Self::subscribe),
-    /// so that the first reader sees the events emitted before it asked.
-    first: Mutex<Option<broadcast::Receiver<T>>>,
 }
 
 impl<T: Clone + Send + 'static> Emitter<T> {
     pub(crate) fn new(capacity: usize) -> Self {
-        let (sender, first) = broadcast::channel(capacity.max(1));
+        let (sender, _) = broadcast::channel(capacity.max(1));
         Emitter {
+            capacity,
             sender: Mutex::new(Some(sender)),
-            first: Mutex::new(Some(first)),
         }
     }
 
@@ -101,21 +103,18 @@ impl<T: Clone + Send + 'static> Emitter<T> {
         }
     }
 
-    /// A new stream: the first one gets every event since creation, later ones the
-    /// events from now on. After [`close`](Self::close), a stream that ends at once.
+    /// A new stream of the events emitted from now on. After
+    /// [`close`](Self::close), a stream that ends at once.
     pub(crate) fn subscribe(&self) -> Events<T> {
-        if let Some(first) = self
-            .first
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            return Events::new(first);
-        }
         match &*self.sender.lock().unwrap_or_else(PoisonError::into_inner) {
             Some(sender) => Events::new(sender.subscribe()),
             None => Events::new(broadcast::channel(1).1),
         }
+    }
+
+    /// The events kept for a lagging reader.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Ends every stream once its kept events are read.
@@ -127,21 +126,30 @@ impl<T: Clone + Send + 'static> Emitter<T> {
     }
 }
 
+impl<T> std::fmt::Debug for Emitter<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emitter")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use futures::StreamExt;
 
     #[tokio::test]
-    async fn first_reader_sees_earlier_events_and_later_ones_do_not() {
+    async fn every_subscriber_gets_every_event_from_its_subscription_on() {
         let emitter = Emitter::new(8);
         emitter.emit(1);
         let mut first = emitter.subscribe();
-        let mut second = emitter.subscribe();
         emitter.emit(2);
+        let mut second = emitter.subscribe();
+        emitter.emit(3);
         emitter.close();
-        assert_eq!(first.by_ref().collect::<Vec<_>>().await, [1, 2]);
-        assert_eq!(second.by_ref().collect::<Vec<_>>().await, [2]);
+        assert_eq!(first.by_ref().collect::<Vec<_>>().await, [2, 3]);
+        assert_eq!(second.by_ref().collect::<Vec<_>>().await, [3]);
         assert_eq!(emitter.subscribe().next().await, None);
     }
 

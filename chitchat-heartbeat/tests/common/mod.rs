@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chitchat_core::Addr;
 use chitchat_heartbeat::{
-    Change, HeartbeatConfig, Master, MasterEvent, MemberEvent, MemberStatus, Node, NodeEvent,
+    Change, HeartbeatConfig, Master, MasterEvent, MemberStatus, Node, NodeChange, NodeEvent,
     NodeId, NodeState,
 };
 use chitchat_testkit::{Host, Network};
@@ -35,6 +35,12 @@ pub fn node_ip(i: usize) -> IpAddr {
 
 pub fn node_id(i: usize) -> NodeId {
     NodeId::new(format!("node-{i:04}")).unwrap()
+}
+
+/// Lets every task that is ready run (the recorders among them) before the test
+/// looks: one virtual millisecond.
+pub async fn settle() {
+    tokio::time::sleep(Duration::from_millis(1)).await;
 }
 
 /// The current (virtual) time, as event timestamps carry it.
@@ -74,21 +80,44 @@ impl<T: Clone + Send + 'static> Recorder<T> {
 }
 
 impl Recorder<MasterEvent> {
-    /// The node events, in order.
-    pub fn node_events(&self) -> Vec<NodeEvent> {
+    /// The membership changes, in order.
+    pub fn node_events(&self) -> Vec<NodeChange> {
         self.items
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|e| e.as_node().cloned())
+            .filter_map(|e| e.as_change().cloned())
             .collect()
     }
 
-    /// The node events of one kind (`"dead"`...), in order.
-    pub fn changes(&self, word: &str) -> Vec<NodeEvent> {
+    /// The membership changes that `pick` selects, in order.
+    pub fn changes(&self, pick: fn(&Change) -> bool) -> Vec<NodeChange> {
         self.node_events()
             .into_iter()
-            .filter(|e| e.change.as_str() == word)
+            .filter(|e| pick(&e.change))
+            .collect()
+    }
+
+    /// The Dead changes, in order.
+    pub fn deaths(&self) -> Vec<NodeChange> {
+        self.changes(|c| matches!(c, Change::Dead { .. }))
+    }
+
+    /// The Joined changes, in order.
+    pub fn joins(&self) -> Vec<NodeChange> {
+        self.changes(|c| matches!(c, Change::Joined { .. }))
+    }
+}
+
+impl Recorder<NodeEvent> {
+    /// The membership events (those about a master), as their words, in order.
+    pub fn words(&self) -> Vec<&'static str> {
+        self.items
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.master().is_some())
+            .map(NodeEvent::as_str)
             .collect()
     }
 }
@@ -101,7 +130,7 @@ pub struct Cluster {
     pub master_events: Recorder<MasterEvent>,
     pub hosts: Vec<Host>,
     pub nodes: Vec<Option<Node>>,
-    pub node_events: Vec<Recorder<MemberEvent>>,
+    pub node_events: Vec<Recorder<NodeEvent>>,
 }
 
 pub fn master_addr() -> Addr {
@@ -221,7 +250,28 @@ impl SplitMix {
     }
 }
 
+/// The key of the keyed tests' cluster.
+pub fn cluster_keys() -> chitchat_heartbeat::Keyring {
+    chitchat_heartbeat::Keyring::single(chitchat_heartbeat::Key::new(&[0x5a; 32]).unwrap())
+}
+
+/// A config with the cluster key.
+pub fn keyed(mut config: HeartbeatConfig) -> HeartbeatConfig {
+    config.keyring = Some(cluster_keys());
+    config
+}
+
+/// `message` as one frame's text, signed with `keys` (or `-`), with its delimiter.
+pub fn frame(
+    message: &chitchat_heartbeat::Message,
+    keys: Option<&chitchat_heartbeat::Keyring>,
+) -> Vec<u8> {
+    let mut bytes = message.to_bytes(keys).to_vec();
+    bytes.push(b'\n');
+    bytes
+}
+
 /// Whether `event` is a Dead event.
-pub fn is_dead(event: &NodeEvent) -> bool {
-    matches!(event.change, Change::Dead(_))
+pub fn is_dead(event: &NodeChange) -> bool {
+    matches!(event.change, Change::Dead { .. })
 }
