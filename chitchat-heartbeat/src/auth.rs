@@ -210,8 +210,9 @@ impl fmt::Debug for Key {
 }
 
 fn decode_key(text: &str) -> Option<Vec<u8>> {
-    let is_hex =
-        !text.is_empty() && text.len() % 2 == 0 && text.bytes().all(|b| b.is_ascii_hexdigit());
+    let is_hex = !text.is_empty()
+        && text.len().is_multiple_of(2)
+        && text.bytes().all(|b| b.is_ascii_hexdigit());
     if is_hex {
         let digit = |b: u8| char::from(b).to_digit(16).map(|d| d as u8);
         return text
@@ -477,7 +478,7 @@ mod tests {
             ring("# only a comment\n"),
             Err(KeyError::Empty { .. })
         ));
-        let nine = vec![good.as_str(); 9].join("\n");
+        let nine = [good.as_str(); 9].join("\n");
         assert!(matches!(
             ring(&nine),
             Err(KeyError::TooMany { count: 9, .. })

@@ -6,7 +6,7 @@
 //! The master emits from its connection handlers and its round driver while it
 //! holds its table's lock, so sending must cost a few instructions and never wait: a
 //! tokio broadcast channel does exactly that, and gives every subscriber the whole
-//! stream. Everything else in the crate reaches it through [`Emitter`] only.
+//! stream. Everything else in the crate reaches it through `Emitter` only.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,8 +10,8 @@
 //! # Layout
 //! - [`wire`]: the versioned wire format: [`Message`], [`encode`](Message::encode),
 //!   [`decode`], [`WireError`], ids and metadata.
-//! - [`auth`]: [`Keyring`] (HMAC-SHA256 over every message, key files, rotation)
-//!   and [`ReplayWindow`].
+//! - [`auth`]: message authentication: [`Keyring`] (HMAC-SHA256 over every
+//!   message, key files, rotation) and [`ReplayWindow`].
 //! - `config`: [`HeartbeatConfig`]: timings, key and limits, each default explained.
 //! - [`detector`]: the master's failure detector: [`Detector`] turns registrations,
 //!   probe outcomes and ticks into [`DetectorEvent`]s and a membership table.

@@ -51,6 +51,8 @@ pub(super) fn on_frame(ctx: &mut dyn ReadContext<Arc<Shared>>, frame: Frame<'_>)
     }
 }
 
+// The detector's `register` result (see there) flows through a closure.
+#[allow(clippy::result_large_err)]
 fn register(
     shared: &Shared,
     ctx: &mut dyn ReadContext<Arc<Shared>>,

@@ -9,7 +9,7 @@
 //!   an answer (nothing about this node is revealed), and anything else closes the
 //!   connection, with a [`NodeError`] on the event stream. A probe is counted as a
 //!   sign of life of the master whose epoch it carries once per seq
-//!   ([`ReplayWindow`](crate::auth::ReplayWindow)). The port has a frame deadline
+//!   ([`ReplayWindow`]). The port has a frame deadline
 //!   of `probe_timeout`, an idle timeout of `master_timeout` and a cap of
 //!   `probe_connections`; the engine's errors on it go to the event stream too.
 //! - **One membership task per master** (`membership`): sends `register` (one

@@ -81,7 +81,7 @@
 //! ids, incarnation, epoch and seq, so it cannot be moved to another node, run or
 //! exchange. Replays of a whole message are what the sequence numbers are for: the
 //! master accepts a node's `register` and `leave` once per incarnation and seq, the
-//! node a master's `probe` once per epoch and seq ([`ReplayWindow`]), and each side
+//! node a master's `probe` once per epoch and seq ([`ReplayWindow`](crate::auth::ReplayWindow)), and each side
 //! takes a reply only to the request it has outstanding.
 //!
 //! # Versions
