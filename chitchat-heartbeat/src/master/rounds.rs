@@ -83,8 +83,10 @@ pub(super) async fn run<C: Connector>(
                 continue;
             }
             _ = ticks.tick() => {}
+            // A finished dial's task is freed only once joined: reap them as they
+            // end, not a round later.
+            Some(_) = dials.join_next(), if !dials.is_empty() => continue,
         }
-        while dials.try_join_next().is_some() {}
         if deadline.take().is_some() {
             // The tick came before the deadline: the runtime ran late. The last
             // round is decided first (the detector discounts a stall's failures).
