@@ -238,7 +238,7 @@ pub use detector::{
 };
 pub use events::{Events, DEFAULT_EVENT_CAPACITY};
 pub use master::{Master, MasterBuilder, MasterError, MasterEvent, MasterStats};
-pub use node::{LeaveError, MemberStatus, Node, NodeBuilder, NodeError, NodeEvent};
+pub use node::{LeaveError, MemberStatus, Node, NodeBuilder, NodeError, NodeEvent, NodeStats};
 pub use policy::{check_probe_addr, AddrError, RateLimiter};
 pub use wire::{
     decode, Body, ClusterId, IdError, Message, Metadata, MetadataError, NodeId, RefuseReason,

@@ -173,7 +173,10 @@ async fn without_a_key_a_hijacked_node_takes_its_id_back_and_never_gives_up() {
         )
         .await;
     assert!(back, "node 0 took its id back");
-    println!("refuted {:?} after the hijack", now() - hijacked_at);
+    println!(
+        "[heartbeat] refuted {:?} after the hijack",
+        now() - hijacked_at
+    );
     assert!(node.incarnation() > hijack.incarnation);
     assert_eq!(node.status(), MemberStatus::Registered);
     let words = cluster.node_events[0].words();
@@ -386,6 +389,10 @@ async fn a_replayed_registration_leave_or_probe_is_refused_once_seen() {
         node_errors(&cluster.node_events[0]).last(),
         Some(NodeError::Replay { seq: 1, .. })
     ));
+    assert_eq!(
+        cluster.nodes[0].as_ref().unwrap().stats().rejected_replays,
+        1
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -442,6 +449,12 @@ async fn registrations_naming_a_third_host_or_the_master_itself_are_refused_with
         })
         .collect();
     assert!(dialed.iter().all(|to| to.ip() == node_ip(0)), "{dialed:?}");
+    println!(
+        "[heartbeat] {} registrations naming other hosts refused; the master dialed {} times, \
+         node 0 only",
+        cases.len(),
+        dialed.len()
+    );
     assert_eq!(
         cluster.master().stats().refused(RefuseReason::BadAddress),
         cases.len() as u64
@@ -476,7 +489,7 @@ async fn a_hundred_thousand_registrations_fill_the_table_and_nothing_more() {
     assert_eq!(counts.total(), max_nodes, "{counts:?}");
     let stats = cluster.master().stats();
     println!(
-        "{} registrations accepted, {} refused as table-full",
+        "[heartbeat] {} registrations accepted, {} refused as table-full",
         stats.registrations,
         stats.refused(RefuseReason::TableFull)
     );
@@ -517,6 +530,10 @@ async fn registrations_from_one_address_are_limited_per_second() {
     let (answers, _) = peer.read_to_end().await;
     let answers = String::from_utf8(answers.to_vec()).unwrap();
     let lines: Vec<&str> = answers.lines().collect();
+    println!(
+        "[heartbeat] 150 registrations in one burst from one address: {} answers",
+        lines.len()
+    );
     assert_eq!(lines.len(), 101, "100 acks, then one refusal and the close");
     assert!(lines[100].ends_with(" busy 0 -"), "{}", lines[100]);
     assert_eq!(cluster.master().stats().refused(RefuseReason::Busy), 1);
@@ -559,8 +576,10 @@ async fn trickling_connections_on_both_ports_cost_only_themselves() {
     }
     // A newcomer joins meanwhile.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let started = now();
     let newcomer = start_node(&cluster.net, &cluster.config, 9).await;
     assert_eq!(newcomer.registered().await, MemberStatus::Registered);
+    let joined_in = now() - started;
     while trickles.join_next().await.is_some() {}
     // Nobody turned suspect, let alone dead.
     let changes: Vec<_> = cluster
@@ -586,8 +605,15 @@ async fn trickling_connections_on_both_ports_cost_only_themselves() {
             })
             .count()
     };
-    assert!(deadlines(&cluster.node_events[0]) > 0);
-    assert!(cluster.master().stats().rejected_invalid == 0);
+    let at_node = deadlines(&cluster.node_events[0]);
+    assert!(at_node > 0);
+    let stats = cluster.master().stats();
+    assert_eq!(stats.rejected_invalid, 0);
+    println!(
+        "[heartbeat] 30 s of trickles: node 0 closed or refused {at_node} of them, the master \
+         served {} registrations; no suspect, no dead; the newcomer joined {:?} after it started",
+        stats.registrations, joined_in
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -616,7 +642,10 @@ async fn a_node_cut_off_long_enough_to_be_declared_dead_is_alive_within_a_round_
         })
         .await;
     assert!(alive, "alive again within two rounds");
-    println!("alive again {:?} after returning", now() - healed);
+    println!(
+        "[heartbeat] alive again {:?} after returning",
+        now() - healed
+    );
     // The node never thought it had lost the master.
     assert_eq!(cluster.node_events[0].words(), ["registered"]);
     assert_eq!(
@@ -744,7 +773,7 @@ async fn with_two_masters_losing_one_changes_nothing_for_the_other() {
     }
     assert_eq!(restarted.counts().alive, N);
     println!(
-        "every node back with A {:?} after it restarted",
+        "[heartbeat] every node back with A {:?} after it restarted",
         now() - started
     );
     for recorder in &node_events {

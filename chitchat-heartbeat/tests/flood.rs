@@ -102,7 +102,7 @@ async fn a_hundred_thousand_registrations_cost_at_most_max_nodes_rows() {
     assert_eq!(stats.registrations, max_nodes as u64);
     assert!(stats.refused(RefuseReason::TableFull) > 0);
     println!(
-        "{max_nodes} rows held at most {:.1} MiB, {} bytes a row (bound {} = {PER_ROW} + {max_metadata} of metadata)",
+        "[heartbeat] {max_nodes} rows held at most {:.1} MiB, {} bytes a row (bound {} = {PER_ROW} + {max_metadata} of metadata)",
         peak as f64 / (1 << 20) as f64,
         peak / max_nodes,
         PER_ROW + max_metadata

@@ -62,7 +62,7 @@ async fn crashed_nodes_are_declared_dead_within_the_bound() {
         assert!(latency <= bound, "{} dead after {latency:?}", event.node);
         slowest = slowest.max(latency);
     }
-    println!("slowest detection {slowest:?}, bound {bound:?}");
+    println!("[heartbeat] slowest detection {slowest:?}, bound {bound:?}");
     assert_eq!(cluster.count(NodeState::Alive), NODES - 50);
     assert_eq!(cluster.count(NodeState::Dead), 50);
 }
@@ -141,7 +141,7 @@ async fn partitioned_nodes_die_and_come_back_after_heal() {
         .collect();
     assert_eq!(returns.len(), 10);
     let slowest = returns.iter().map(|e| e.at - healed_at).max().unwrap();
-    println!("back {slowest:?} after heal");
+    println!("[heartbeat] back {slowest:?} after heal");
     // Each cut node lost the master, and got it back.
     for &i in &cut {
         assert_eq!(
@@ -176,7 +176,7 @@ async fn nodes_check_in_with_a_restarted_master_within_a_round() {
         .await;
     assert!(registered, "every node back within two rounds");
     let back = now() - restarted_at;
-    println!("every node registered {back:?} after the restart");
+    println!("[heartbeat] every node registered {back:?} after the restart");
     for (i, recorder) in cluster.node_events.iter().enumerate() {
         let events = recorder.snapshot();
         let epochs: Vec<u64> = events
@@ -221,7 +221,7 @@ async fn nodes_register_with_the_successor_of_a_crashed_master_within_a_round_of
         .await;
     assert!(registered, "every node registered with the new master");
     println!(
-        "every node back {:?} after the successor started",
+        "[heartbeat] every node back {:?} after the successor started",
         now() - started_at
     );
     for (i, recorder) in cluster.node_events.iter().enumerate() {
@@ -285,4 +285,117 @@ fn a_seed_replays_the_same_run() {
         .iter()
         .any(|(_, change, _)| matches!(change, Change::Dead { .. })));
     assert_eq!(first, replay(9));
+}
+
+/// The host of node `i` among many: 10.(16 + i / 62 500).x.y, one per node.
+fn wide_ip(i: usize) -> std::net::IpAddr {
+    let i = u32::try_from(i).unwrap();
+    let (a, rest) = (16 + i / 62_500, i % 62_500);
+    std::net::Ipv4Addr::new(10, a as u8, (rest / 250) as u8, (rest % 250 + 1) as u8).into()
+}
+
+/// A large cluster on the in-memory network, the whole stack: `HEARTBEAT_SIM_NODES`
+/// nodes (10 000 by default: the testkit gives a host 16 384 ephemeral ports, and
+/// the master holds one connection per node) and one master; one node in a hundred
+/// crashes at a random moment; each is declared dead within the bound, and no other
+/// node is ever suspect or dead. It takes minutes, so it is left out of the suite:
+/// `cargo test --release -p chitchat-heartbeat --test simulation -- --ignored --nocapture`.
+#[test]
+#[ignore = "a large cluster takes minutes; run it with --ignored in release"]
+fn a_large_cluster_crashed_ones_dead_within_the_bound_and_no_false_dead() {
+    let n: usize = std::env::var("HEARTBEAT_SIM_NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    let crashes = (n / 100).max(1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let wall = std::time::Instant::now();
+        let net = Network::new(100);
+        let mut config = HeartbeatConfig::default();
+        config.max_nodes = n;
+        let bound = config.detection_bound();
+        // The trace would keep every read of the run: drop it as it grows.
+        let trace = {
+            let net = net.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    net.take_trace();
+                }
+            })
+        };
+        let master = start_master(&net, &config, 4 * n).await;
+        let events = Recorder::new(master.events());
+        let mut nodes = Vec::with_capacity(n);
+        for i in 0..n {
+            let host = net.host(wide_ip(i));
+            let node = chitchat_heartbeat::Node::builder(node_id(i), master_addr())
+                .listen(std::net::SocketAddr::new(wide_ip(i), NODE_PORT))
+                .config(config.clone())
+                .incarnation(1)
+                .event_capacity(4)
+                .start(&host, host.clone())
+                .await
+                .expect("node binds");
+            nodes.push(Some(node));
+        }
+        while master.counts().alive < n {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "[heartbeat] {n} nodes registered in {:?} of wall time",
+            wall.elapsed()
+        );
+        tokio::time::sleep(config.probe_interval * 2).await;
+
+        let mut rng = SplitMix(0xbeef);
+        let mut victims = BTreeMap::new();
+        while victims.len() < crashes {
+            let victim = rng.below(n as u64) as usize;
+            victims
+                .entry(victim)
+                .or_insert(Duration::from_millis(rng.below(30_000)));
+        }
+        let mut schedule: Vec<(Duration, usize)> =
+            victims.iter().map(|(&i, &at)| (at, i)).collect();
+        schedule.sort();
+        let start = tokio::time::Instant::now();
+        let mut deaths = BTreeMap::new();
+        for (at, victim) in schedule {
+            tokio::time::sleep_until(start + at).await;
+            net.kill(wide_ip(victim));
+            drop(nodes[victim].take());
+            deaths.insert(node_id(victim), now());
+        }
+        tokio::time::sleep(bound + Duration::from_secs(1)).await;
+
+        let changes = events.node_events();
+        let dead: Vec<_> = changes.iter().filter(|e| is_dead(e)).collect();
+        let dead_ids: BTreeSet<_> = dead.iter().map(|e| e.node.clone()).collect();
+        assert_eq!(
+            dead_ids,
+            deaths.keys().cloned().collect(),
+            "exactly the crashed"
+        );
+        assert_eq!(dead.len(), crashes, "each once");
+        let slowest = dead.iter().map(|e| e.at - deaths[&e.node]).max().unwrap();
+        assert!(slowest <= bound, "slowest detection {slowest:?}");
+        let suspects = changes
+            .iter()
+            .filter(|e| matches!(e.change, Change::Suspect) && !deaths.contains_key(&e.node))
+            .count();
+        assert_eq!(suspects, 0, "no live node ever suspect");
+        assert_eq!(master.counts().alive, n - crashes);
+        println!(
+            "[heartbeat] {n} nodes: {crashes} crashes, slowest detection {slowest:?} (bound \
+             {bound:?}), no false suspect or dead; {:?} of wall time",
+            wall.elapsed()
+        );
+        trace.abort();
+    });
 }

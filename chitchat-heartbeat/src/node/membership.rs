@@ -61,6 +61,7 @@ pub(super) async fn run<C: Connector>(shared: Arc<NodeShared>, index: usize, con
                 continue;
             }
             Some(Answer::Ack { epoch }) => {
+                shared.count(|c| &c.registrations);
                 attempt = 0;
                 let restarted = {
                     let mut view = master.view();

@@ -252,6 +252,40 @@ pub enum NodeError {
     },
 }
 
+/// What a node has answered and refused so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Probes answered.
+    pub probes_answered: u64,
+    /// Registrations a master accepted.
+    pub registrations: u64,
+    /// Registrations a master refused.
+    pub refusals: u64,
+    /// Incarnations taken after a refusal as stale or duplicate.
+    pub renewals: u64,
+    /// Messages refused for their MAC: none where one is required, or one no key
+    /// verifies.
+    pub rejected_unauthenticated: u64,
+    /// Probes refused as replays.
+    pub rejected_replays: u64,
+    /// Other messages refused: malformed, of another cluster, naming another node
+    /// or run, of an unexpected type.
+    pub rejected_invalid: u64,
+}
+
+/// The counters behind [`NodeStats`].
+#[derive(Default)]
+struct Counters {
+    probes_answered: AtomicU64,
+    registrations: AtomicU64,
+    refusals: AtomicU64,
+    renewals: AtomicU64,
+    unauthenticated: AtomicU64,
+    replays: AtomicU64,
+    invalid: AtomicU64,
+}
+
 /// [`Node::leave`] could not tell a master. The node is stopped anyway.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -387,6 +421,7 @@ struct NodeShared {
     events: Arc<Emitter<NodeEvent>>,
     /// The status of the node with its masters together (see [`Node::status`]).
     status: watch::Sender<MemberStatus>,
+    counters: Counters,
 }
 
 /// One master, as this node knows it.
@@ -466,6 +501,21 @@ impl Node {
     /// [`stop`](Self::stop).
     pub fn status(&self) -> MemberStatus {
         *self.shared.status.borrow()
+    }
+
+    /// What the node has answered and refused so far.
+    pub fn stats(&self) -> NodeStats {
+        let counters = &self.shared.counters;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        NodeStats {
+            probes_answered: read(&counters.probes_answered),
+            registrations: read(&counters.registrations),
+            refusals: read(&counters.refusals),
+            renewals: read(&counters.renewals),
+            rejected_unauthenticated: read(&counters.unauthenticated),
+            rejected_replays: read(&counters.replays),
+            rejected_invalid: read(&counters.invalid),
+        }
     }
 
     /// Waits until a master has accepted the node ([`MemberStatus::Registered`])
@@ -677,6 +727,7 @@ impl NodeBuilder {
             masters,
             events: self.events,
             status,
+            counters: Counters::default(),
         });
         let config = &shared.config;
         let mut server_config = ServerConfig::default();
@@ -744,7 +795,27 @@ impl NodeShared {
     }
 
     fn emit(&self, event: NodeEvent) {
+        let counters = &self.counters;
+        let counter = match &event {
+            NodeEvent::Registered { .. } | NodeEvent::MasterBack { .. } => None,
+            NodeEvent::Refused { .. } => Some(&counters.refusals),
+            NodeEvent::Renewed { .. } => Some(&counters.renewals),
+            NodeEvent::Error { error, .. } => Some(match error {
+                NodeError::Wire { source, .. } if source.is_auth() => &counters.unauthenticated,
+                NodeError::Replay { .. } => &counters.replays,
+                _ => &counters.invalid,
+            }),
+            _ => None,
+        };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
         self.events.emit(event);
+    }
+
+    /// Counts an answered probe or an accepted registration.
+    fn count(&self, counter: fn(&Counters) -> &AtomicU64) {
+        counter(&self.counters).fetch_add(1, Ordering::Relaxed);
     }
 
     fn next_seq(&self) -> u64 {
@@ -826,6 +897,7 @@ mod tests {
             masters: Vec::new(),
             events: Arc::new(Emitter::new(1)),
             status,
+            counters: Counters::default(),
         }
     }
 

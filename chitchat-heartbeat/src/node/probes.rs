@@ -47,6 +47,7 @@ pub(super) fn on_frame(ctx: &mut dyn ReadContext<Arc<NodeShared>>, frame: Frame<
                 Verdict::Counted | Verdict::Answered => {
                     let ack = probe.reply(Body::ProbeAck);
                     let _ = ctx.reply(&ack.to_bytes(shared.config.keys()));
+                    shared.count(|c| &c.probes_answered);
                     return;
                 }
             },
