@@ -9,87 +9,15 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use bytes::Bytes;
 use chitchat_core::{Addr, ConnError};
 use chitchat_heartbeat::wire::WireError;
 use chitchat_heartbeat::{
-    AddrError, Body, Change, ClusterId, HeartbeatConfig, Key, Keyring, LeaveRefused, Master,
-    MasterError, MemberStatus, Message, Metadata, Node, NodeError, NodeEvent, NodeId, NodeState,
-    RefuseReason, RegisterError,
+    AddrError, Body, Change, HeartbeatConfig, Key, Keyring, LeaveRefused, Master, MasterError,
+    MemberStatus, Node, NodeError, NodeEvent, NodeId, NodeState, RefuseReason, RegisterError,
 };
 use chitchat_testkit::conformance::RawPeer;
-use chitchat_testkit::{Event as TraceEvent, Host, SimConn};
+use chitchat_testkit::Event as TraceEvent;
 use common::*;
-
-/// The attacker's host: none of the cluster's.
-fn attacker(cluster: &Cluster, last: u8) -> Host {
-    cluster
-        .net
-        .host(IpAddr::from(Ipv4Addr::new(10, 66, 0, last)))
-}
-
-async fn raw(host: &Host, addr: Addr) -> RawPeer<SimConn> {
-    RawPeer::connect(host, &addr).await.expect("connects")
-}
-
-/// Sends one frame and returns the first frame of the answer, if any.
-async fn exchange(peer: &mut RawPeer<SimConn>, frame: &[u8]) -> Option<Bytes> {
-    peer.write_all(frame).await.unwrap();
-    peer.read_frame(b'\n').await.unwrap()
-}
-
-fn message(node: &str, incarnation: u64, epoch: u64, seq: u64, body: Body) -> Message {
-    Message {
-        cluster: ClusterId::new("default").unwrap(),
-        node: NodeId::new(node).unwrap(),
-        incarnation,
-        epoch,
-        seq,
-        body,
-    }
-}
-
-fn register_body(addr: impl Into<Addr>) -> Body {
-    Body::Register {
-        addr: addr.into(),
-        metadata: Metadata::new(),
-    }
-}
-
-fn errors(cluster: &Cluster) -> Vec<MasterError> {
-    cluster
-        .master_events
-        .snapshot()
-        .iter()
-        .filter_map(|e| e.as_error().cloned())
-        .collect()
-}
-
-fn node_errors(recorder: &Recorder<NodeEvent>) -> Vec<NodeError> {
-    recorder
-        .snapshot()
-        .into_iter()
-        .filter_map(|e| match e {
-            NodeEvent::Error { error, .. } => Some(error),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Every node of the cluster is Alive, and the master saw nothing but joins.
-async fn assert_undisturbed(cluster: &Cluster) {
-    tokio::time::sleep(cluster.config.probe_interval * 2).await;
-    for row in cluster.master().snapshot() {
-        assert_eq!((row.state, row.failures), (NodeState::Alive, 0), "{row:?}");
-    }
-    let other: Vec<_> = cluster
-        .master_events
-        .node_events()
-        .into_iter()
-        .filter(|e| !matches!(e.change, Change::Joined { replaced: None }))
-        .collect();
-    assert!(other.is_empty(), "{other:?}");
-}
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -101,7 +29,7 @@ fn now_ms() -> u64 {
 #[tokio::test(start_paused = true)]
 async fn with_a_key_forged_registrations_leaves_and_zombies_change_nothing() {
     let mut cluster = Cluster::start(30, keyed(HeartbeatConfig::default()), 3).await;
-    let host = attacker(&cluster, 1);
+    let host = outsider(&cluster, 1);
     let wrong = Keyring::single(Key::new(&[0x11; 32]).unwrap());
     let own: Addr = SocketAddr::new(host.ip(), 7001).into();
     // Hijack: node 0's id, a newer run, the attacker's address; unsigned, then
@@ -127,7 +55,7 @@ async fn with_a_key_forged_registrations_leaves_and_zombies_change_nothing() {
         );
     }
     assert_eq!(cluster.master().stats().rejected_unauthenticated, 3);
-    assert_undisturbed(&cluster).await;
+    assert_undisturbed(&cluster, cluster.nodes.len()).await;
 
     // Zombie: node 2 dies; its id registered again by the attacker stays dead.
     cluster.kill(2);
@@ -148,7 +76,7 @@ async fn without_a_key_a_hijacked_node_takes_its_id_back_and_never_gives_up() {
     let cluster = Cluster::start(31, HeartbeatConfig::default(), 2).await;
     // A round, so that each node's probe connection is known to it.
     tokio::time::sleep(cluster.config.probe_interval + Duration::from_millis(100)).await;
-    let host = attacker(&cluster, 2);
+    let host = outsider(&cluster, 2);
     let own: Addr = SocketAddr::new(host.ip(), 7001).into();
     // The attacker claims node 0 with a newer run at its own address (the master
     // dials no one else's): the master takes it, as it must take a restart.
@@ -192,7 +120,7 @@ async fn without_a_key_a_hijacked_node_takes_its_id_back_and_never_gives_up() {
 #[tokio::test(start_paused = true)]
 async fn a_spoofed_leave_at_another_incarnation_changes_nothing_and_locks_nobody_out() {
     let cluster = Cluster::start(32, HeartbeatConfig::default(), 2).await;
-    let host = attacker(&cluster, 3);
+    let host = outsider(&cluster, 3);
     for (seq, incarnation) in [(1, u64::MAX), (2, 2), (3, 0)] {
         let mut peer = raw(&host, master_addr()).await;
         let leave = message("node-0000", incarnation, 0, seq, Body::Leave);
@@ -215,13 +143,13 @@ async fn a_spoofed_leave_at_another_incarnation_changes_nothing_and_locks_nobody
     }
     let row = cluster.master().node("node-0000").unwrap();
     assert_eq!((row.state, row.incarnation), (NodeState::Alive, 1));
-    assert_undisturbed(&cluster).await;
+    assert_undisturbed(&cluster, cluster.nodes.len()).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_incarnation_at_u64_max_is_refused_and_the_id_stays_free() {
     let cluster = Cluster::start(33, HeartbeatConfig::default(), 1).await;
-    let host = attacker(&cluster, 4);
+    let host = outsider(&cluster, 4);
     let own = SocketAddr::new(host.ip(), 7001);
     let lockout = message("web-9", u64::MAX, 0, 1, register_body(own));
     let mut peer = raw(&host, master_addr()).await;
@@ -254,7 +182,7 @@ async fn an_incarnation_at_u64_max_is_refused_and_the_id_stays_free() {
 #[tokio::test(start_paused = true)]
 async fn a_squatted_id_is_taken_back_by_its_node() {
     let cluster = Cluster::start(34, HeartbeatConfig::default(), 1).await;
-    let host = attacker(&cluster, 5);
+    let host = outsider(&cluster, 5);
     // Within the skew: four minutes ahead.
     let squat_incarnation = now_ms() + 4 * 60 * 1000;
     let squat = message(
@@ -291,7 +219,7 @@ async fn with_a_key_forged_probes_keep_no_node_believing_its_master_lives() {
     cluster.net.kill(master_ip());
     drop(cluster.master.take());
     let gone = now();
-    let host = attacker(&cluster, 6);
+    let host = outsider(&cluster, 6);
     let node_addr: Addr = SocketAddr::new(node_ip(0), NODE_PORT).into();
     for seq in 1..=12u64 {
         let mut peer = raw(&host, node_addr).await;
@@ -398,7 +326,7 @@ async fn a_replayed_registration_leave_or_probe_is_refused_once_seen() {
 #[tokio::test(start_paused = true)]
 async fn registrations_naming_a_third_host_or_the_master_itself_are_refused_without_a_dial() {
     let cluster = Cluster::start(37, HeartbeatConfig::default(), 1).await;
-    let host = attacker(&cluster, 7);
+    let host = outsider(&cluster, 7);
     let cases: [(&str, AddrError); 6] = [
         (
             "10.1.0.1:7001",
@@ -513,7 +441,7 @@ async fn a_hundred_thousand_registrations_fill_the_table_and_nothing_more() {
 #[tokio::test(start_paused = true)]
 async fn registrations_from_one_address_are_limited_per_second() {
     let cluster = Cluster::start(39, HeartbeatConfig::default(), 1).await;
-    let host = attacker(&cluster, 8);
+    let host = outsider(&cluster, 8);
     let mut burst = Vec::new();
     for k in 0..150 {
         let register = message(

@@ -4,99 +4,32 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chitchat_core::{Addr, ConnError};
 use chitchat_heartbeat::wire::{WireError, WireField};
 use chitchat_heartbeat::{
     Body, Change, ClusterId, HeartbeatConfig, MasterError, MasterEvent, MemberStatus, Message,
-    Metadata, Node, NodeError, NodeEvent, NodeId, NodeState, RefuseReason, RegisterError,
+    Metadata, Node, NodeError, NodeId, NodeState, RefuseReason, RegisterError,
 };
-use chitchat_testkit::conformance::RawPeer;
-use chitchat_testkit::{Host, SimConn};
+use chitchat_testkit::Host;
 use common::*;
-
-/// A host that is none of the cluster's, for raw peers.
-fn stranger(cluster: &Cluster, last: u8) -> Host {
-    cluster
-        .net
-        .host(IpAddr::from(Ipv4Addr::new(10, 9, 0, last)))
-}
-
-async fn raw(host: &Host, addr: Addr) -> RawPeer<SimConn> {
-    RawPeer::connect(host, &addr).await.expect("connects")
-}
-
-/// Sends one frame and returns the first frame of the answer, if any.
-async fn exchange(peer: &mut RawPeer<SimConn>, frame: &[u8]) -> Option<Bytes> {
-    peer.write_all(frame).await.unwrap();
-    peer.read_frame(b'\n').await.unwrap()
-}
 
 fn line(text: &str) -> Vec<u8> {
     format!("{text}\n").into_bytes()
 }
 
-fn errors(cluster: &Cluster) -> Vec<MasterError> {
-    cluster
-        .master_events
-        .snapshot()
-        .iter()
-        .filter_map(|e| e.as_error().cloned())
-        .collect()
-}
-
-fn node_errors(cluster: &Cluster, i: usize) -> Vec<NodeError> {
-    cluster.node_events[i]
-        .snapshot()
-        .into_iter()
-        .filter_map(|e| match e {
-            NodeEvent::Error { error, .. } => Some(error),
-            _ => None,
-        })
-        .collect()
-}
-
 /// A `register` of `node` at `incarnation` from `host`, probe port 7001.
 fn register(host: &Host, node: &str, incarnation: u64, seq: u64) -> Message {
-    Message {
-        cluster: ClusterId::new("default").unwrap(),
-        node: NodeId::new(node).unwrap(),
-        incarnation,
-        epoch: 0,
-        seq,
-        body: Body::Register {
-            addr: SocketAddr::new(host.ip(), 7001).into(),
-            metadata: Metadata::new(),
-        },
-    }
-}
-
-/// The rest of the cluster saw nothing: every node Alive and probed, and no event
-/// but the joins.
-async fn assert_undisturbed(cluster: &Cluster, nodes: usize) {
-    tokio::time::sleep(cluster.config.probe_interval * 2).await;
-    let rows = cluster.master().snapshot();
-    assert_eq!(rows.len(), nodes);
-    assert!(rows
-        .iter()
-        .all(|r| r.state == NodeState::Alive && r.failures == 0));
-    let changes: Vec<_> = cluster
-        .master_events
-        .node_events()
-        .into_iter()
-        .filter(|e| !matches!(e.change, Change::Joined { .. }))
-        .collect();
-    assert!(changes.is_empty(), "{changes:?}");
-    assert_eq!(cluster.master_events.joins().len(), nodes);
+    let addr = SocketAddr::new(host.ip(), 7001);
+    message(node, incarnation, 0, seq, register_body(addr))
 }
 
 #[tokio::test(start_paused = true)]
 async fn invalid_messages_get_a_typed_error_and_only_their_connection_closes() {
     let cluster = Cluster::start(10, HeartbeatConfig::default(), 3).await;
-    let host = stranger(&cluster, 1);
+    let host = outsider(&cluster, 1);
     let cases = [
         ("hello", WireError::BadMagic),
         (
@@ -166,7 +99,7 @@ async fn invalid_messages_get_a_typed_error_and_only_their_connection_closes() {
 #[tokio::test(start_paused = true)]
 async fn an_oversized_frame_is_an_engine_error_naming_the_peer() {
     let cluster = Cluster::start(11, HeartbeatConfig::default(), 2).await;
-    let mut peer = raw(&stranger(&cluster, 1), master_addr()).await;
+    let mut peer = raw(&outsider(&cluster, 1), master_addr()).await;
     let local = peer.local_addr();
     peer.write_all(&vec![b'x'; 20_000]).await.unwrap();
     let (_, end) = peer.read_to_end().await;
@@ -190,7 +123,7 @@ async fn an_oversized_frame_is_an_engine_error_naming_the_peer() {
 #[tokio::test(start_paused = true)]
 async fn a_probe_on_the_registration_port_is_unexpected() {
     let cluster = Cluster::start(12, HeartbeatConfig::default(), 2).await;
-    let mut peer = raw(&stranger(&cluster, 1), master_addr()).await;
+    let mut peer = raw(&outsider(&cluster, 1), master_addr()).await;
     let local = peer.local_addr();
     let probe = line("CHB 2 probe default n 1 0 1 -");
     assert_eq!(exchange(&mut peer, &probe).await, None);
@@ -237,7 +170,7 @@ async fn a_node_of_another_cluster_is_refused_for_good() {
 #[tokio::test(start_paused = true)]
 async fn registering_twice_is_acknowledged_twice_and_joins_once() {
     let cluster = Cluster::start(14, HeartbeatConfig::default(), 1).await;
-    let host = stranger(&cluster, 2);
+    let host = outsider(&cluster, 2);
     // A probe server for the raw node, so that its probes succeed.
     let node = Node::builder(NodeId::new("twice").unwrap(), master_addr())
         .listen(SocketAddr::new(host.ip(), 7001))
@@ -278,7 +211,7 @@ async fn a_second_process_with_the_same_id_and_run_renews_its_incarnation() {
     // A round, so that node 0 knows its master's probe connection.
     tokio::time::sleep(cluster.config.probe_interval + Duration::from_millis(100)).await;
     // Node 0's id and incarnation, from another host.
-    let host = stranger(&cluster, 3);
+    let host = outsider(&cluster, 3);
     let twin = Node::builder(node_id(0), master_addr())
         .listen(SocketAddr::new(host.ip(), NODE_PORT))
         .incarnation(1)
@@ -322,7 +255,7 @@ async fn a_second_process_with_the_same_id_and_run_renews_its_incarnation() {
 async fn a_node_restarted_on_another_host_replaces_its_crashed_run() {
     let mut cluster = Cluster::start(16, HeartbeatConfig::default(), 2).await;
     cluster.kill(0);
-    let host = stranger(&cluster, 4);
+    let host = outsider(&cluster, 4);
     let new_run = Node::builder(node_id(0), master_addr())
         .listen(SocketAddr::new(host.ip(), NODE_PORT))
         .incarnation(2)
@@ -351,7 +284,7 @@ async fn a_node_restarted_on_another_host_replaces_its_crashed_run() {
 async fn a_node_answers_only_probes_of_itself_and_closes_on_garbage() {
     let cluster = Cluster::start(17, HeartbeatConfig::default(), 1).await;
     let node_addr: Addr = SocketAddr::new(node_ip(0), NODE_PORT).into();
-    let host = stranger(&cluster, 5);
+    let host = outsider(&cluster, 5);
     for probe in [
         "CHB 2 probe default someone-else 1 9 77 -",
         "CHB 2 probe default node-0000 2 9 77 -",
@@ -363,7 +296,7 @@ async fn a_node_answers_only_probes_of_itself_and_closes_on_garbage() {
         assert!(rest.is_empty());
         let local = peer.local_addr();
         assert_eq!(
-            node_errors(&cluster, 0).last(),
+            node_errors(&cluster.node_events[0]).last(),
             Some(&NodeError::NotThisNode { peer: local })
         );
     }
@@ -371,7 +304,7 @@ async fn a_node_answers_only_probes_of_itself_and_closes_on_garbage() {
     let local = peer.local_addr();
     assert_eq!(exchange(&mut peer, &line("CHB 9 probe")).await, None);
     assert_eq!(
-        node_errors(&cluster, 0).last(),
+        node_errors(&cluster.node_events[0]).last(),
         Some(&NodeError::Wire {
             peer: local,
             source: WireError::UnknownVersion { version: 9 }
@@ -386,7 +319,7 @@ async fn an_ack_from_another_node_counts_as_a_failure() {
     let mut config = HeartbeatConfig::default();
     config.allow_foreign_probe_addrs = true;
     let cluster = Cluster::start(18, config, 1).await;
-    let host = stranger(&cluster, 6);
+    let host = outsider(&cluster, 6);
     let mut peer = raw(&host, master_addr()).await;
     let mut ghost = register(&host, "ghost", 1, 1);
     ghost.body = Body::Register {

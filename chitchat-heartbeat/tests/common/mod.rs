@@ -8,12 +8,14 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chitchat_core::Addr;
 use chitchat_heartbeat::{
-    Change, HeartbeatConfig, Master, MasterEvent, MemberStatus, Node, NodeChange, NodeEvent,
-    NodeId, NodeState,
+    Body, Change, ClusterId, HeartbeatConfig, Master, MasterError, MasterEvent, MemberStatus,
+    Message, Metadata, Node, NodeChange, NodeError, NodeEvent, NodeId, NodeState,
 };
-use chitchat_testkit::{Host, Network};
+use chitchat_testkit::conformance::RawPeer;
+use chitchat_testkit::{Host, Network, SimConn};
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 
@@ -274,4 +276,83 @@ pub fn frame(
 /// Whether `event` is a Dead event.
 pub fn is_dead(event: &NodeChange) -> bool {
     matches!(event.change, Change::Dead { .. })
+}
+
+/// A host that is none of the cluster's: 10.9.0.`last`, for raw peers.
+pub fn outsider(cluster: &Cluster, last: u8) -> Host {
+    cluster
+        .net
+        .host(IpAddr::from(Ipv4Addr::new(10, 9, 0, last)))
+}
+
+/// A raw connection from `host` to `addr`.
+pub async fn raw(host: &Host, addr: Addr) -> RawPeer<SimConn> {
+    RawPeer::connect(host, &addr).await.expect("connects")
+}
+
+/// Sends one frame and returns the first frame of the answer, if any.
+pub async fn exchange(peer: &mut RawPeer<SimConn>, frame: &[u8]) -> Option<Bytes> {
+    peer.write_all(frame).await.unwrap();
+    peer.read_frame(b'\n').await.unwrap()
+}
+
+/// A message of cluster `default` about `node`.
+pub fn message(node: &str, incarnation: u64, epoch: u64, seq: u64, body: Body) -> Message {
+    Message {
+        cluster: ClusterId::new("default").unwrap(),
+        node: NodeId::new(node).unwrap(),
+        incarnation,
+        epoch,
+        seq,
+        body,
+    }
+}
+
+/// The body of a `register` with probe address `addr` and no metadata.
+pub fn register_body(addr: impl Into<Addr>) -> Body {
+    Body::Register {
+        addr: addr.into(),
+        metadata: Metadata::new(),
+    }
+}
+
+/// The master's protocol errors so far.
+pub fn errors(cluster: &Cluster) -> Vec<MasterError> {
+    cluster
+        .master_events
+        .snapshot()
+        .iter()
+        .filter_map(|e| e.as_error().cloned())
+        .collect()
+}
+
+/// A node's protocol errors so far.
+pub fn node_errors(recorder: &Recorder<NodeEvent>) -> Vec<NodeError> {
+    recorder
+        .snapshot()
+        .into_iter()
+        .filter_map(|e| match e {
+            NodeEvent::Error { error, .. } => Some(error),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The rest of the cluster saw nothing: its `nodes` rows Alive and probed, and no
+/// change but their joins.
+pub async fn assert_undisturbed(cluster: &Cluster, nodes: usize) {
+    tokio::time::sleep(cluster.config.probe_interval * 2).await;
+    let rows = cluster.master().snapshot();
+    assert_eq!(rows.len(), nodes);
+    for row in &rows {
+        assert_eq!((row.state, row.failures), (NodeState::Alive, 0), "{row:?}");
+    }
+    let changes: Vec<_> = cluster
+        .master_events
+        .node_events()
+        .into_iter()
+        .filter(|e| !matches!(e.change, Change::Joined { replaced: None }))
+        .collect();
+    assert!(changes.is_empty(), "{changes:?}");
+    assert_eq!(cluster.master_events.joins().len(), nodes);
 }
