@@ -121,10 +121,12 @@
 //! stops serving; the node sees the close and checks in (registers again) after a
 //! seeded delay under `probe_interval / 2`. So a node that was paused (SIGSTOP, a
 //! VM migration) or cut off long enough to be declared Dead is Alive again within
-//! a round of coming back, without trusting the probes that queued up meanwhile;
-//! and a master that restarts has its nodes back within `probe_interval` of
-//! listening again (nodes retry a silent master with a backoff capped at
-//! `probe_interval`). A node that hears nothing from a master for `master_timeout`
+//! a round of coming back: the probes that queued up meanwhile say nothing of now
+//! (they are answered, each seq once, and the master ignores the late answers),
+//! but the close queued behind them does, and the node acts on it. A master that
+//! restarts has its nodes back within `probe_interval` of listening again (its old
+//! connections closed with it; nodes retry a silent master with a backoff capped
+//! at `probe_interval`). A node that hears nothing from a master for `master_timeout`
 //! (10 s) declares it lost ([`NodeEvent::MasterLost`]) and keeps registering.
 //!
 //! # Several masters
