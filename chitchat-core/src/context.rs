@@ -163,13 +163,13 @@ pub trait ReadContext<S: ?Sized = ()> {
     /// # Errors
     /// [`WriteError::Encode`] when the payload cannot be framed,
     /// [`WriteError::Closed`] after [`close`](Self::close) and in
-    /// [`Handler::on_close`]; nothing is queued then. On the server,
+    /// [`Handler::on_close`](crate::Handler::on_close); nothing is queued then. On the server,
     /// [`WriteError::OutboundFull`] means the peer does not read and is being dropped.
     fn reply(&mut self, payload: &[u8]) -> Result<(), WriteError>;
 
     /// Closes this connection once the replies queued so far are written out. Frames
     /// already received after this one are not handed to the handler, and
-    /// [`Handler::on_close`] runs as soon as this handler call returns.
+    /// [`Handler::on_close`](crate::Handler::on_close) runs as soon as this handler call returns.
     fn close(&mut self);
 
     /// The user data the server or client was built with (the Go library's

@@ -15,7 +15,10 @@ use std::task::{Context, Poll, Waker};
 
 use futures::Stream;
 
-/// The sending side of a bounded broadcast queue (see the [module docs](self)).
+/// The sending side of a bounded broadcast queue: [`emit`](Self::emit) never blocks,
+/// each subscriber ([`Events`]) gets every event emitted after it subscribed, and one
+/// that falls more than [`capacity`](Self::capacity) behind loses its oldest unread
+/// events, counted in [`Events::dropped`].
 ///
 /// Cloning gives another sender of the same queue.
 ///
@@ -189,6 +192,11 @@ impl<T: Clone> EventQueue<T> {
         for waker in wakers {
             waker.wake();
         }
+    }
+
+    /// The events kept for a subscriber that lags.
+    pub fn capacity(&self) -> usize {
+        self.shared.lock().capacity
     }
 
     /// How many subscriptions are alive.

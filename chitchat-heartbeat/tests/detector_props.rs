@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use chitchat_core::Addr;
 use chitchat_heartbeat::{
-    Change, Detector, Event, HeartbeatConfig, Metadata, NodeId, NodeState, RegisterError,
+    Change, Detector, DetectorEvent, HeartbeatConfig, NodeId, NodeState, RegisterError,
+    Registration,
 };
 use proptest::prelude::*;
 
@@ -42,6 +43,8 @@ fn config() -> impl Strategy<Value = HeartbeatConfig> {
         config.max_failures = max_failures;
         config.probe_interval = Duration::from_secs(interval);
         config.probe_timeout = Duration::from_secs(timeout);
+        // Rows are never forgotten here: the model keeps every id.
+        config.forget_after = None;
         config
     })
 }
@@ -71,8 +74,11 @@ proptest! {
     fn table_and_events_follow_the_rules(config in config(), ops in prop::collection::vec(op(), 1..200)) {
         let max = config.max_failures;
         let interval = config.probe_interval;
-        let mut detector = Detector::new(config);
+        let mut detector: Detector = Detector::new(config);
         let mut now = Instant::now();
+        // Every request a fresh seq: replays are the unit tests' business.
+        let mut seq = 0;
+        let wall_ms = 1_700_000_000_000;
         let mut model: BTreeMap<String, Row> = BTreeMap::new();
         let mut last_tick: Option<Instant> = None;
 
@@ -84,7 +90,10 @@ proptest! {
                     detector.tick(now);
                 }
                 Op::Register { node, port, inc } => {
-                    let result = detector.register(now, NodeId::new(name(node)).unwrap(), addr(port), inc, Metadata::new());
+                    seq += 1;
+                    let mut registration = Registration::new(NodeId::new(name(node)).unwrap(), addr(port), inc);
+                    registration.seq = seq;
+                    let result = detector.register(now, wall_ms, registration);
                     let row = before.get(&name(node));
                     match (&result, row) {
                         (Err(RegisterError::StaleIncarnation { current, got, .. }), Some(row)) => {
@@ -99,9 +108,10 @@ proptest! {
                     }
                 }
                 Op::Leave { node, inc } => {
-                    let applied = detector.leave(now, &name(node), inc);
+                    seq += 1;
+                    let applied = detector.leave(now, &name(node), inc, seq).is_ok();
                     let row = before.get(&name(node));
-                    prop_assert_eq!(applied, row.is_some_and(|r| r.state != NodeState::Left && inc >= r.inc));
+                    prop_assert_eq!(applied, row.is_some_and(|r| r.state != NodeState::Left && inc == r.inc));
                 }
                 Op::Succeed { node, inc } => {
                     let counted = detector.probe_succeeded(now, &name(node), inc, Duration::from_millis(1));
@@ -123,14 +133,14 @@ proptest! {
 
             for event in detector.drain_events() {
                 let event = match event {
-                    Event::Stalled(stall) => {
+                    DetectorEvent::Stalled(stall) => {
                         prop_assert!(matches!(op, Op::Tick), "op {:?}", op);
                         prop_assert_eq!(stall.actual, now);
                         prop_assert_eq!(Some(stall.expected), last_tick.map(|t| t + interval));
                         prop_assert!(stall.drift > interval);
                         continue;
                     }
-                    Event::Node(event) => event,
+                    DetectorEvent::Changed(event) => event,
                     other => panic!("unknown event {other:?}"),
                 };
                 prop_assert_eq!(event.at, now);
@@ -141,11 +151,11 @@ proptest! {
                     Change::Joined { replaced } => {
                         prop_assert!(matches!(op, Op::Register { .. }), "op {:?}", op);
                         match prior {
-                            None => prop_assert_eq!(*replaced, None),
-                            Some(p) if p.state == NodeState::Left => prop_assert_eq!(*replaced, None),
+                            None => prop_assert_eq!(replaced, &None),
+                            Some(p) if p.state == NodeState::Left => prop_assert_eq!(replaced, &None),
                             Some(p) => {
                                 prop_assert!(p.state.is_live() && p.inc < event.incarnation);
-                                prop_assert_eq!(*replaced, Some(p.inc));
+                                prop_assert_eq!(replaced, &Some(p.inc));
                             }
                         }
                         *row = Row { state: NodeState::Alive, inc: event.incarnation, addr: event.addr, failures: 0 };
@@ -165,7 +175,7 @@ proptest! {
                         prop_assert_eq!(row.failures, 1);
                         row.state = NodeState::Suspect;
                     }
-                    Change::Dead(evidence) => {
+                    Change::Dead { evidence } => {
                         prop_assert!(matches!(op, Op::Fail { .. }), "op {:?}", op);
                         prop_assert!(prior.is_some_and(|p| p.state.is_live()));
                         // Dead only after more than max_failures counted failures in a row.
@@ -188,6 +198,11 @@ proptest! {
 
             // The table is exactly the model: one row per id, same state and counts.
             let snapshot = detector.snapshot();
+            let counts = detector.counts();
+            for state in NodeState::ALL {
+                let expected = model.values().filter(|row| row.state == state).count();
+                prop_assert_eq!(counts.of(state), expected, "{:?}", state);
+            }
             let ids: Vec<String> = snapshot.iter().map(|n| n.node.to_string()).collect();
             prop_assert_eq!(ids, model.keys().cloned().collect::<Vec<_>>());
             for node in &snapshot {

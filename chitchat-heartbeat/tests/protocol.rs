@@ -4,119 +4,94 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chitchat_core::{Addr, ConnError};
 use chitchat_heartbeat::wire::{WireError, WireField};
 use chitchat_heartbeat::{
-    Change, ClusterId, HeartbeatConfig, MasterError, MasterEvent, MemberChange, MemberStatus, Node,
-    NodeState, RefuseReason, RegisterError,
+    Body, Change, ClusterId, HeartbeatConfig, MasterError, MasterEvent, MemberStatus, Message,
+    Metadata, Node, NodeError, NodeId, NodeState, RefuseReason, RegisterError,
 };
-use chitchat_testkit::conformance::RawPeer;
-use chitchat_testkit::{Host, SimConn};
+use chitchat_testkit::Host;
 use common::*;
 
-/// A host that is none of the cluster's, for raw peers.
-fn stranger(cluster: &Cluster, last: u8) -> Host {
-    cluster
-        .net
-        .host(IpAddr::from(Ipv4Addr::new(10, 9, 0, last)))
+fn line(text: &str) -> Vec<u8> {
+    format!("{text}\n").into_bytes()
 }
 
-async fn raw(host: &Host, addr: Addr) -> RawPeer<SimConn> {
-    RawPeer::connect(host, &addr).await.expect("connects")
-}
-
-/// Sends one frame and returns the first frame of the answer, if any.
-async fn exchange(peer: &mut RawPeer<SimConn>, frame: &str) -> Option<Bytes> {
-    peer.write_all(format!("{frame}\n").as_bytes())
-        .await
-        .unwrap();
-    peer.read_frame(b'\n').await.unwrap()
-}
-
-fn errors(cluster: &Cluster) -> Vec<MasterError> {
-    cluster
-        .master_events
-        .snapshot()
-        .iter()
-        .filter_map(|e| e.as_error().cloned())
-        .collect()
-}
-
-/// The rest of the cluster saw nothing: every node Alive and probed, and no event
-/// but the joins.
-async fn assert_undisturbed(cluster: &Cluster, nodes: usize) {
-    tokio::time::sleep(cluster.config.probe_interval * 2).await;
-    let rows = cluster.master().snapshot();
-    assert_eq!(rows.len(), nodes);
-    assert!(rows
-        .iter()
-        .all(|r| r.state == NodeState::Alive && r.failures == 0));
-    let words: Vec<_> = cluster
-        .master_events
-        .node_events()
-        .iter()
-        .map(|e| e.change.as_str())
-        .collect();
-    assert_eq!(words, vec!["joined"; nodes]);
+/// A `register` of `node` at `incarnation` from `host`, probe port 7001.
+fn register(host: &Host, node: &str, incarnation: u64, seq: u64) -> Message {
+    let addr = SocketAddr::new(host.ip(), 7001);
+    message(node, incarnation, 0, seq, register_body(addr))
 }
 
 #[tokio::test(start_paused = true)]
 async fn invalid_messages_get_a_typed_error_and_only_their_connection_closes() {
     let cluster = Cluster::start(10, HeartbeatConfig::default(), 3).await;
-    let host = stranger(&cluster, 1);
+    let host = outsider(&cluster, 1);
     let cases = [
         ("hello", WireError::BadMagic),
         (
-            "CHB 2 register default n 1 1 10.9.0.1:7001",
-            WireError::UnknownVersion { version: 2 },
+            "CHB 1 register default n 1 1 10.9.0.1:7001",
+            WireError::OldVersion { version: 1 },
         ),
         (
-            "CHB 1 register default n x 1 10.9.0.1:7001",
+            "CHB 3 register default n 1 1 1 10.9.0.1:7001 -",
+            WireError::UnknownVersion { version: 3 },
+        ),
+        (
+            "CHB 2 register default n x 0 1 10.9.0.1:7001 -",
             WireError::Malformed {
                 field: WireField::Incarnation,
             },
         ),
         (
-            "CHB 1 register default n 1 1 nowhere",
+            "CHB 2 register default n 1 0 1 nowhere -",
             WireError::Malformed {
                 field: WireField::Addr,
             },
         ),
         (
-            "CHB 1 hello default n 1 1",
+            "CHB 2 hello default n 1 0 1 -",
             WireError::UnknownType {
                 name: "hello".into(),
             },
         ),
     ];
-    for (frame, expected) in cases {
+    for (frame, expected) in &cases {
         let mut peer = raw(&host, master_addr()).await;
         let local = peer.local_addr();
-        assert_eq!(exchange(&mut peer, frame).await, None, "closed: {frame}");
+        assert_eq!(
+            exchange(&mut peer, &line(frame)).await,
+            None,
+            "closed: {frame}"
+        );
         let (rest, end) = peer.read_to_end().await;
         assert!(rest.is_empty() && end.is_ok(), "orderly close: {frame}");
+        settle().await;
         assert_eq!(
             errors(&cluster).last(),
             Some(&MasterError::Wire {
                 peer: local,
-                source: expected
+                source: expected.clone()
             })
         );
     }
-    assert_eq!(errors(&cluster).len(), 5);
+    assert_eq!(errors(&cluster).len(), cases.len());
+    let MasterError::Wire { peer, .. } = &errors(&cluster)[1] else {
+        unreachable!()
+    };
     assert_eq!(
         errors(&cluster)[1].to_string(),
         format!(
-            "invalid message from {}: unknown protocol version 2 (this side speaks 1)",
-            match &errors(&cluster)[1] {
-                MasterError::Wire { peer, .. } => *peer,
-                _ => unreachable!(),
-            }
+            "invalid message from {peer}: message of protocol version 1, older than this \
+             side's 2: upgrade the peer"
         )
+    );
+    assert_eq!(
+        cluster.master().stats().rejected_invalid,
+        cases.len() as u64
     );
     assert_undisturbed(&cluster, 3).await;
 }
@@ -124,7 +99,7 @@ async fn invalid_messages_get_a_typed_error_and_only_their_connection_closes() {
 #[tokio::test(start_paused = true)]
 async fn an_oversized_frame_is_an_engine_error_naming_the_peer() {
     let cluster = Cluster::start(11, HeartbeatConfig::default(), 2).await;
-    let mut peer = raw(&stranger(&cluster, 1), master_addr()).await;
+    let mut peer = raw(&outsider(&cluster, 1), master_addr()).await;
     let local = peer.local_addr();
     peer.write_all(&vec![b'x'; 20_000]).await.unwrap();
     let (_, end) = peer.read_to_end().await;
@@ -148,9 +123,10 @@ async fn an_oversized_frame_is_an_engine_error_naming_the_peer() {
 #[tokio::test(start_paused = true)]
 async fn a_probe_on_the_registration_port_is_unexpected() {
     let cluster = Cluster::start(12, HeartbeatConfig::default(), 2).await;
-    let mut peer = raw(&stranger(&cluster, 1), master_addr()).await;
+    let mut peer = raw(&outsider(&cluster, 1), master_addr()).await;
     let local = peer.local_addr();
-    assert_eq!(exchange(&mut peer, "CHB 1 probe default n 1 1").await, None);
+    let probe = line("CHB 2 probe default n 1 0 1 -");
+    assert_eq!(exchange(&mut peer, &probe).await, None);
     assert_eq!(
         errors(&cluster),
         [MasterError::Unexpected {
@@ -162,7 +138,7 @@ async fn a_probe_on_the_registration_port_is_unexpected() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_node_of_another_cluster_is_refused() {
+async fn a_node_of_another_cluster_is_refused_for_good() {
     let cluster = Cluster::start(13, HeartbeatConfig::default(), 2).await;
     let mut config = HeartbeatConfig::new(ClusterId::new("staging").unwrap());
     config.probe_interval = cluster.config.probe_interval;
@@ -181,36 +157,44 @@ async fn a_node_of_another_cluster_is_refused() {
         (&node_id(5), &cluster.config.cluster, &config.cluster)
     );
     intruder.stop().await;
-    let events = events.finish().await;
-    let words: Vec<_> = events.iter().map(|e| e.change.as_str()).collect();
-    assert_eq!(words, ["refused"]);
+    settle().await;
+    assert_eq!(events.words(), ["refused"]);
+    events.finish().await;
+    assert_eq!(
+        cluster.master().stats().refused(RefuseReason::WrongCluster),
+        1
+    );
     assert_undisturbed(&cluster, 2).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn registering_twice_is_acknowledged_twice_and_joins_once() {
     let cluster = Cluster::start(14, HeartbeatConfig::default(), 1).await;
-    let host = stranger(&cluster, 2);
+    let host = outsider(&cluster, 2);
     // A probe server for the raw node, so that its probes succeed.
-    let node = Node::builder(
-        chitchat_heartbeat::NodeId::new("twice").unwrap(),
-        master_addr(),
-    )
-    .listen(SocketAddr::new(host.ip(), 7001))
-    .incarnation(5)
-    .start(&host, host.clone())
-    .await
-    .unwrap();
+    let node = Node::builder(NodeId::new("twice").unwrap(), master_addr())
+        .listen(SocketAddr::new(host.ip(), 7001))
+        .incarnation(5)
+        .start(&host, host.clone())
+        .await
+        .unwrap();
     assert_eq!(node.registered().await, MemberStatus::Registered);
     let mut peer = raw(&host, master_addr()).await;
+    let epoch = cluster.master().epoch();
     for seq in [10, 11] {
-        let register = format!("CHB 1 register default twice 5 {seq} 10.9.0.2:7001 role=x");
-        let ack = exchange(&mut peer, &register).await.unwrap();
-        assert_eq!(ack, format!("CHB 1 register-ack default twice 5 {seq}"));
+        let mut message = register(&host, "twice", 5, seq);
+        if let Body::Register { metadata, .. } = &mut message.body {
+            metadata.insert("role", "x").unwrap();
+        }
+        let ack = exchange(&mut peer, &frame(&message, None)).await.unwrap();
+        assert_eq!(
+            ack,
+            format!("CHB 2 register-ack default twice 5 {epoch} {seq} -")
+        );
     }
     let joined: Vec<_> = cluster
         .master_events
-        .changes("joined")
+        .joins()
         .into_iter()
         .filter(|e| e.node == "twice")
         .collect();
@@ -222,21 +206,22 @@ async fn registering_twice_is_acknowledged_twice_and_joins_once() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_second_node_with_the_same_id_and_incarnation_is_refused_as_duplicate() {
+async fn a_second_process_with_the_same_id_and_run_renews_its_incarnation() {
     let cluster = Cluster::start(15, HeartbeatConfig::default(), 2).await;
+    // A round, so that node 0 knows its master's probe connection.
+    tokio::time::sleep(cluster.config.probe_interval + Duration::from_millis(100)).await;
     // Node 0's id and incarnation, from another host.
-    let host = stranger(&cluster, 3);
+    let host = outsider(&cluster, 3);
     let twin = Node::builder(node_id(0), master_addr())
         .listen(SocketAddr::new(host.ip(), NODE_PORT))
         .incarnation(1)
         .start(&host, host.clone())
         .await
         .unwrap();
-    assert_eq!(
-        twin.registered().await,
-        MemberStatus::Refused(RefuseReason::DuplicateId)
-    );
-    let [MasterError::Refused { peer, source }] = &errors(&cluster)[..] else {
+    let events = Recorder::new(twin.events());
+    assert_eq!(twin.registered().await, MemberStatus::Registered);
+    settle().await;
+    let [MasterError::Refused { peer, source }, ..] = &errors(&cluster)[..] else {
         panic!("{:?}", errors(&cluster));
     };
     assert_eq!(peer.as_inet().unwrap().ip(), host.ip());
@@ -250,18 +235,27 @@ async fn a_second_node_with_the_same_id_and_incarnation_is_refused_as_duplicate(
             claimed
         }
     );
-    // The first one keeps its id and its address.
-    assert_eq!(
-        cluster.master().node(node_id(0).as_str()).unwrap().addr,
-        existing
+    // Refused, it did not give up: a new incarnation, and it is in.
+    assert_eq!(events.words(), ["refused", "renewed", "registered"]);
+    assert!(twin.incarnation() > 1);
+    let row = cluster.master().node(node_id(0).as_str()).unwrap();
+    assert_eq!((row.addr, row.incarnation), (claimed, twin.incarnation()));
+    // Neither process stops: two live processes with one id keep taking it from
+    // each other, and the master's events show it.
+    tokio::time::sleep(cluster.config.probe_interval * 3).await;
+    assert_eq!(twin.status(), MemberStatus::Registered);
+    assert_ne!(
+        cluster.nodes[0].as_ref().unwrap().status(),
+        MemberStatus::Stopped
     );
-    assert_undisturbed(&cluster, 2).await;
+    assert!(cluster.node_events[0].words().contains(&"renewed"));
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_restarted_node_replaces_its_old_run_which_is_then_refused_as_stale() {
-    let cluster = Cluster::start(16, HeartbeatConfig::default(), 2).await;
-    let host = stranger(&cluster, 4);
+async fn a_node_restarted_on_another_host_replaces_its_crashed_run() {
+    let mut cluster = Cluster::start(16, HeartbeatConfig::default(), 2).await;
+    cluster.kill(0);
+    let host = outsider(&cluster, 4);
     let new_run = Node::builder(node_id(0), master_addr())
         .listen(SocketAddr::new(host.ip(), NODE_PORT))
         .incarnation(2)
@@ -269,7 +263,7 @@ async fn a_restarted_node_replaces_its_old_run_which_is_then_refused_as_stale() 
         .await
         .unwrap();
     assert_eq!(new_run.registered().await, MemberStatus::Registered);
-    let replaced = cluster.master_events.changes("joined");
+    let replaced = cluster.master_events.joins();
     assert_eq!(
         replaced.last().unwrap().change,
         Change::Joined { replaced: Some(1) }
@@ -278,52 +272,40 @@ async fn a_restarted_node_replaces_its_old_run_which_is_then_refused_as_stale() 
     assert_eq!(rows.len(), 2, "never two entries for one id");
     assert_eq!(rows[0].incarnation, 2);
     assert_eq!(rows[0].addr, new_run.local_addr());
-
-    // The old run is no longer probed: it loses the master, registers again, and
-    // is refused for good.
-    let old_run = cluster.nodes[0].as_ref().unwrap();
-    tokio::time::sleep(cluster.config.master_timeout + cluster.config.probe_timeout).await;
-    assert_eq!(
-        old_run.status(),
-        MemberStatus::Refused(RefuseReason::StaleIncarnation)
-    );
-    let words: Vec<_> = cluster.node_events[0]
-        .snapshot()
-        .iter()
-        .map(|e| e.change.as_str())
-        .collect();
-    assert_eq!(words, ["registered", "master-lost", "refused"]);
-    assert!(matches!(
-        &errors(&cluster)[..],
-        [MasterError::Refused {
-            source: RegisterError::StaleIncarnation {
-                current: 2,
-                got: 1,
-                ..
-            },
-            ..
-        }]
-    ));
+    tokio::time::sleep(cluster.config.probe_interval * 2).await;
     assert_eq!(
         cluster.master().node(node_id(0).as_str()).unwrap().state,
         NodeState::Alive
     );
+    assert!(errors(&cluster).is_empty());
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_node_answers_probes_with_its_own_identity_and_closes_on_garbage() {
+async fn a_node_answers_only_probes_of_itself_and_closes_on_garbage() {
     let cluster = Cluster::start(17, HeartbeatConfig::default(), 1).await;
     let node_addr: Addr = SocketAddr::new(node_ip(0), NODE_PORT).into();
-    let mut peer = raw(&stranger(&cluster, 5), node_addr).await;
-    // Whatever the probe says of the node, the ack tells who answers.
-    let ack = exchange(&mut peer, "CHB 1 probe default someone-else 9 77").await;
-    assert_eq!(ack.unwrap(), "CHB 1 probe-ack default node-0000 1 77");
+    let host = outsider(&cluster, 5);
+    for probe in [
+        "CHB 2 probe default someone-else 1 9 77 -",
+        "CHB 2 probe default node-0000 2 9 77 -",
+    ] {
+        let mut peer = raw(&host, node_addr).await;
+        // Nothing comes back: not the node's id, not its incarnation.
+        assert_eq!(exchange(&mut peer, &line(probe)).await, None, "{probe}");
+        let (rest, _) = peer.read_to_end().await;
+        assert!(rest.is_empty());
+        let local = peer.local_addr();
+        assert_eq!(
+            node_errors(&cluster.node_events[0]).last(),
+            Some(&NodeError::NotThisNode { peer: local })
+        );
+    }
+    let mut peer = raw(&host, node_addr).await;
     let local = peer.local_addr();
-    assert_eq!(exchange(&mut peer, "CHB 9 probe").await, None);
-    let events = cluster.node_events[0].snapshot();
+    assert_eq!(exchange(&mut peer, &line("CHB 9 probe")).await, None);
     assert_eq!(
-        events.last().unwrap().change,
-        MemberChange::Error(chitchat_heartbeat::NodeError::Wire {
+        node_errors(&cluster.node_events[0]).last(),
+        Some(&NodeError::Wire {
             peer: local,
             source: WireError::UnknownVersion { version: 9 }
         })
@@ -333,14 +315,22 @@ async fn a_node_answers_probes_with_its_own_identity_and_closes_on_garbage() {
 
 #[tokio::test(start_paused = true)]
 async fn an_ack_from_another_node_counts_as_a_failure() {
-    let cluster = Cluster::start(18, HeartbeatConfig::default(), 1).await;
-    // "ghost" claims node 0's probe address: node 0 answers the probes, as itself.
-    let mut peer = raw(&stranger(&cluster, 6), master_addr()).await;
-    let ack = exchange(&mut peer, "CHB 1 register default ghost 1 1 10.1.0.1:7001").await;
-    assert_eq!(ack.unwrap(), "CHB 1 register-ack default ghost 1 1");
+    // Foreign probe addresses allowed, so that "ghost" can claim node 0's.
+    let mut config = HeartbeatConfig::default();
+    config.allow_foreign_probe_addrs = true;
+    let cluster = Cluster::start(18, config, 1).await;
+    let host = outsider(&cluster, 6);
+    let mut peer = raw(&host, master_addr()).await;
+    let mut ghost = register(&host, "ghost", 1, 1);
+    ghost.body = Body::Register {
+        addr: SocketAddr::new(node_ip(0), NODE_PORT).into(),
+        metadata: Metadata::new(),
+    };
+    let ack = exchange(&mut peer, &frame(&ghost, None)).await.unwrap();
+    assert!(ack.starts_with(b"CHB 2 register-ack default ghost 1 "));
     let registered = now();
     tokio::time::sleep(cluster.config.detection_bound() + cluster.config.probe_interval).await;
-    let dead = cluster.master_events.changes("dead");
+    let dead = cluster.master_events.deaths();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].node, "ghost");
     assert!(
@@ -394,7 +384,7 @@ async fn time_until_dead_counts_down_to_the_dead_event() {
             .time_until_dead(node_id(0).as_str())
             .unwrap();
     tokio::time::sleep(bound + Duration::from_secs(1)).await;
-    let dead = cluster.master_events.changes("dead");
+    let dead = cluster.master_events.deaths();
     assert_eq!(dead.len(), 1);
     assert!(
         dead[0].at <= predicted,
@@ -402,7 +392,7 @@ async fn time_until_dead_counts_down_to_the_dead_event() {
         dead[0].at - died,
         predicted - died
     );
-    let Change::Dead(evidence) = dead[0].change else {
+    let Change::Dead { evidence } = dead[0].change else {
         unreachable!()
     };
     assert_eq!((evidence.failures, evidence.threshold), (4, 3));

@@ -76,10 +76,11 @@ async fn stopped_node_is_dead_within_the_bound_and_its_restart_recovers_it() {
     let stopped = Instant::now();
     let bound = config().detection_bound();
     let dead = wait_for(&mut events, bound * 3, |e| {
-        e.as_node().is_some_and(|e| e.change.as_str() == "dead")
+        e.as_change()
+            .is_some_and(|e| matches!(e.change, Change::Dead { .. }))
     })
     .await;
-    let dead = dead.as_node().unwrap();
+    let dead = dead.as_change().unwrap();
     let latency = dead.at.saturating_duration_since(stopped);
     println!("detected after {latency:?} (bound {bound:?})");
     assert_eq!(dead.node, "node-2");
@@ -91,10 +92,10 @@ async fn stopped_node_is_dead_within_the_bound_and_its_restart_recovers_it() {
     assert!(restarted.incarnation() > old_incarnation);
     assert_eq!(restarted.registered().await, MemberStatus::Registered);
     let back = wait_for(&mut events, bound, |e| {
-        e.as_node().is_some_and(|e| e.node == "node-2")
+        e.as_change().is_some_and(|e| e.node == "node-2")
     })
     .await;
-    let back = back.as_node().unwrap();
+    let back = back.as_change().unwrap();
     assert_eq!(back.node, "node-2");
     assert_eq!(
         back.change,

@@ -9,6 +9,7 @@ use chitchat_heartbeat::wire::{
     decode, Body, ClusterId, Message, Metadata, NodeId, RefuseReason, MAX_MESSAGE_LEN,
     MAX_METADATA_ENTRIES,
 };
+use chitchat_heartbeat::{Key, Keyring};
 use proptest::prelude::*;
 
 fn id() -> impl Strategy<Value = String> {
@@ -51,12 +52,11 @@ fn body() -> impl Strategy<Value = Body> {
             metadata
         }),
         Just(Body::RegisterAck),
-        prop_oneof![
-            Just(RefuseReason::WrongCluster),
-            Just(RefuseReason::DuplicateId),
-            Just(RefuseReason::StaleIncarnation),
-        ]
-        .prop_map(|reason| Body::Refuse { reason }),
+        (
+            prop::sample::select(RefuseReason::ALL.to_vec()),
+            any::<u64>()
+        )
+            .prop_map(|(reason, known)| Body::Refuse { reason, known }),
         Just(Body::Probe),
         Just(Body::ProbeAck),
         Just(Body::Leave),
@@ -64,21 +64,24 @@ fn body() -> impl Strategy<Value = Body> {
 }
 
 fn message() -> impl Strategy<Value = Message> {
-    (id(), id(), any::<u64>(), any::<u64>(), body()).prop_map(
-        |(cluster, node, incarnation, seq, body)| Message {
+    (id(), id(), any::<u64>(), any::<u64>(), any::<u64>(), body()).prop_map(
+        |(cluster, node, incarnation, epoch, seq, body)| Message {
             cluster: ClusterId::new(cluster).unwrap(),
             node: NodeId::new(node).unwrap(),
             incarnation,
+            epoch,
             seq,
             body,
         },
     )
 }
 
+fn keys() -> Keyring {
+    Keyring::single(Key::new(&[3; 32]).unwrap())
+}
+
 fn encoded(message: &Message) -> BytesMut {
-    let mut out = BytesMut::new();
-    message.encode(&mut out);
-    out
+    message.to_bytes(None)
 }
 
 proptest! {
@@ -89,7 +92,25 @@ proptest! {
         prop_assert!(bytes.last() != Some(&b'\r'));
         prop_assert!(bytes.len() <= MAX_MESSAGE_LEN);
         prop_assert!(bytes.iter().all(|b| (0x20..0x7f).contains(b)), "printable ascii only");
-        prop_assert_eq!(decode(&bytes), Ok(message));
+        prop_assert_eq!(decode(&bytes, None), Ok(message));
+    }
+
+    #[test]
+    fn signed_messages_verify_and_any_damage_is_refused(
+        message in message(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let keys = keys();
+        let bytes = message.to_bytes(Some(&keys));
+        prop_assert!(bytes.len() <= MAX_MESSAGE_LEN);
+        prop_assert_eq!(decode(&bytes, Some(&keys)), Ok(message.clone()));
+        let mut damaged = bytes.to_vec();
+        let i = at.index(damaged.len());
+        if damaged[i] != byte {
+            damaged[i] = byte;
+            prop_assert!(decode(&damaged, Some(&keys)).is_err());
+        }
     }
 
     #[test]
@@ -101,14 +122,15 @@ proptest! {
         }
         for message in &messages {
             let frame = framer.decode(&mut stream).unwrap().unwrap();
-            prop_assert_eq!(&decode(&frame).unwrap(), message);
+            prop_assert_eq!(&decode(&frame, None).unwrap(), message);
         }
         prop_assert!(stream.is_empty());
     }
 
     #[test]
     fn decode_never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = decode(&bytes);
+        let _ = decode(&bytes, None);
+        let _ = decode(&bytes, Some(&keys()));
     }
 
     #[test]
@@ -134,8 +156,8 @@ proptest! {
             }
         }
         // Whatever still decodes is a real message: it survives its own round trip.
-        if let Ok(decoded) = decode(&bytes) {
-            prop_assert_eq!(decode(&encoded(&decoded)), Ok(decoded));
+        if let Ok(decoded) = decode(&bytes, None) {
+            prop_assert_eq!(decode(&encoded(&decoded), None), Ok(decoded));
         }
     }
 }

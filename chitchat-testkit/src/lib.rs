@@ -130,10 +130,3 @@ pub use listener::SimListener;
 pub use net::{NetConfig, Network, DEFAULT_BUFFER_SIZE};
 pub use raw::RawPeer;
 pub use trace::{ConnId, TraceEntry, TraceEvent};
-
-/// The old path of [`RawPeer`], kept only until chitchat-heartbeat's tests import
-/// it from the crate root (to be removed then).
-#[doc(hidden)]
-pub mod conformance {
-    pub use crate::RawPeer;
-}

@@ -8,12 +8,14 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chitchat_core::Addr;
 use chitchat_heartbeat::{
-    Change, HeartbeatConfig, Master, MasterEvent, MemberEvent, MemberStatus, Node, NodeEvent,
-    NodeId, NodeState,
+    Body, Change, ClusterId, HeartbeatConfig, Master, MasterError, MasterEvent, MemberStatus,
+    Message, Metadata, Node, NodeChange, NodeError, NodeEvent, NodeId, NodeState,
 };
-use chitchat_testkit::{Host, Network};
+use chitchat_testkit::RawPeer;
+use chitchat_testkit::{Host, Network, SimConn};
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 
@@ -35,6 +37,12 @@ pub fn node_ip(i: usize) -> IpAddr {
 
 pub fn node_id(i: usize) -> NodeId {
     NodeId::new(format!("node-{i:04}")).unwrap()
+}
+
+/// Lets every task that is ready run (the recorders among them) before the test
+/// looks: one virtual millisecond.
+pub async fn settle() {
+    tokio::time::sleep(Duration::from_millis(1)).await;
 }
 
 /// The current (virtual) time, as event timestamps carry it.
@@ -74,21 +82,44 @@ impl<T: Clone + Send + 'static> Recorder<T> {
 }
 
 impl Recorder<MasterEvent> {
-    /// The node events, in order.
-    pub fn node_events(&self) -> Vec<NodeEvent> {
+    /// The membership changes, in order.
+    pub fn node_events(&self) -> Vec<NodeChange> {
         self.items
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|e| e.as_node().cloned())
+            .filter_map(|e| e.as_change().cloned())
             .collect()
     }
 
-    /// The node events of one kind (`"dead"`...), in order.
-    pub fn changes(&self, word: &str) -> Vec<NodeEvent> {
+    /// The membership changes that `pick` selects, in order.
+    pub fn changes(&self, pick: fn(&Change) -> bool) -> Vec<NodeChange> {
         self.node_events()
             .into_iter()
-            .filter(|e| e.change.as_str() == word)
+            .filter(|e| pick(&e.change))
+            .collect()
+    }
+
+    /// The Dead changes, in order.
+    pub fn deaths(&self) -> Vec<NodeChange> {
+        self.changes(|c| matches!(c, Change::Dead { .. }))
+    }
+
+    /// The Joined changes, in order.
+    pub fn joins(&self) -> Vec<NodeChange> {
+        self.changes(|c| matches!(c, Change::Joined { .. }))
+    }
+}
+
+impl Recorder<NodeEvent> {
+    /// The membership events (those about a master), as their words, in order.
+    pub fn words(&self) -> Vec<&'static str> {
+        self.items
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.master().is_some())
+            .map(NodeEvent::as_str)
             .collect()
     }
 }
@@ -101,7 +132,7 @@ pub struct Cluster {
     pub master_events: Recorder<MasterEvent>,
     pub hosts: Vec<Host>,
     pub nodes: Vec<Option<Node>>,
-    pub node_events: Vec<Recorder<MemberEvent>>,
+    pub node_events: Vec<Recorder<NodeEvent>>,
 }
 
 pub fn master_addr() -> Addr {
@@ -221,7 +252,107 @@ impl SplitMix {
     }
 }
 
+/// The key of the keyed tests' cluster.
+pub fn cluster_keys() -> chitchat_heartbeat::Keyring {
+    chitchat_heartbeat::Keyring::single(chitchat_heartbeat::Key::new(&[0x5a; 32]).unwrap())
+}
+
+/// A config with the cluster key.
+pub fn keyed(mut config: HeartbeatConfig) -> HeartbeatConfig {
+    config.keyring = Some(cluster_keys());
+    config
+}
+
+/// `message` as one frame's text, signed with `keys` (or `-`), with its delimiter.
+pub fn frame(
+    message: &chitchat_heartbeat::Message,
+    keys: Option<&chitchat_heartbeat::Keyring>,
+) -> Vec<u8> {
+    let mut bytes = message.to_bytes(keys).to_vec();
+    bytes.push(b'\n');
+    bytes
+}
+
 /// Whether `event` is a Dead event.
-pub fn is_dead(event: &NodeEvent) -> bool {
-    matches!(event.change, Change::Dead(_))
+pub fn is_dead(event: &NodeChange) -> bool {
+    matches!(event.change, Change::Dead { .. })
+}
+
+/// A host that is none of the cluster's: 10.9.0.`last`, for raw peers.
+pub fn outsider(cluster: &Cluster, last: u8) -> Host {
+    cluster
+        .net
+        .host(IpAddr::from(Ipv4Addr::new(10, 9, 0, last)))
+}
+
+/// A raw connection from `host` to `addr`.
+pub async fn raw(host: &Host, addr: Addr) -> RawPeer<SimConn> {
+    RawPeer::connect(host, &addr).await.expect("connects")
+}
+
+/// Sends one frame and returns the first frame of the answer, if any.
+pub async fn exchange(peer: &mut RawPeer<SimConn>, frame: &[u8]) -> Option<Bytes> {
+    peer.write_all(frame).await.unwrap();
+    peer.read_frame(b'\n').await.unwrap()
+}
+
+/// A message of cluster `default` about `node`.
+pub fn message(node: &str, incarnation: u64, epoch: u64, seq: u64, body: Body) -> Message {
+    Message {
+        cluster: ClusterId::new("default").unwrap(),
+        node: NodeId::new(node).unwrap(),
+        incarnation,
+        epoch,
+        seq,
+        body,
+    }
+}
+
+/// The body of a `register` with probe address `addr` and no metadata.
+pub fn register_body(addr: impl Into<Addr>) -> Body {
+    Body::Register {
+        addr: addr.into(),
+        metadata: Metadata::new(),
+    }
+}
+
+/// The master's protocol errors so far.
+pub fn errors(cluster: &Cluster) -> Vec<MasterError> {
+    cluster
+        .master_events
+        .snapshot()
+        .iter()
+        .filter_map(|e| e.as_error().cloned())
+        .collect()
+}
+
+/// A node's protocol errors so far.
+pub fn node_errors(recorder: &Recorder<NodeEvent>) -> Vec<NodeError> {
+    recorder
+        .snapshot()
+        .into_iter()
+        .filter_map(|e| match e {
+            NodeEvent::Error { error, .. } => Some(error),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The rest of the cluster saw nothing: its `nodes` rows Alive and probed, and no
+/// change but their joins.
+pub async fn assert_undisturbed(cluster: &Cluster, nodes: usize) {
+    tokio::time::sleep(cluster.config.probe_interval * 2).await;
+    let rows = cluster.master().snapshot();
+    assert_eq!(rows.len(), nodes);
+    for row in &rows {
+        assert_eq!((row.state, row.failures), (NodeState::Alive, 0), "{row:?}");
+    }
+    let changes: Vec<_> = cluster
+        .master_events
+        .node_events()
+        .into_iter()
+        .filter(|e| !matches!(e.change, Change::Joined { replaced: None }))
+        .collect();
+    assert!(changes.is_empty(), "{changes:?}");
+    assert_eq!(cluster.master_events.joins().len(), nodes);
 }
