@@ -162,6 +162,28 @@ impl Keepalive {
     }
 }
 
+/// A minimum receive rate: at least `bytes` in every window of `per` in which the
+/// peer sends anything (see [`ConnConfig::min_receive_rate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct ReceiveRate {
+    /// Bytes the peer must send per window, once it sends at all.
+    pub bytes: u64,
+    /// The window.
+    pub per: Duration,
+}
+
+impl ReceiveRate {
+    /// At least `bytes` per window of `per`.
+    ///
+    /// # Panics
+    /// If `per` is zero.
+    pub fn new(bytes: u64, per: Duration) -> Self {
+        assert!(!per.is_zero(), "a receive-rate window of zero");
+        ReceiveRate { bytes, per }
+    }
+}
+
 /// What the framer needs: where frames end and how long they may be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -238,6 +260,19 @@ pub struct ConnConfig {
     /// without closing. `None`: no probes, such a peer is held until a timeout (or
     /// forever). Transports without keepalive ignore it.
     pub keepalive: Option<Keepalive>,
+    /// Close the connection when, in a window in which the peer sent anything, it
+    /// sent fewer bytes than this (windows run back to back from the connection's
+    /// start); a window with nothing is left to `idle_timeout`. Bounds a peer that
+    /// holds its connection by trickling complete frames (`a\n` every second dodges
+    /// both the idle and the frame timeout).
+    ///
+    /// Default: `None`. No rate tells such a peer from an honest quiet one (a chat
+    /// member who types a line a minute sends less than a trickler at one byte a
+    /// second), so the value depends on the protocol; what bounds tricklers by
+    /// default is the connection limits (`max_connections_per_ip`,
+    /// `max_connections`): each holds one connection of its IP's share, and the
+    /// idle timeout still closes it when it stops.
+    pub min_receive_rate: Option<ReceiveRate>,
 }
 
 impl Default for ConnConfig {
@@ -251,6 +286,7 @@ impl Default for ConnConfig {
             max_outbound: DEFAULT_MAX_OUTBOUND,
             linger: Duration::from_secs(5),
             keepalive: Some(Keepalive::default()),
+            min_receive_rate: None,
         }
     }
 }
@@ -272,6 +308,7 @@ impl Default for ConnConfig {
 /// | idle read timeout, client | none | (`proxy_read_timeout 60s`) |
 /// | write makes no progress for ([`DEFAULT_WRITE_TIMEOUT`]) | 60 s | `send_timeout 60s` |
 /// | TCP keepalive ([`Keepalive::default`]) | on: 60 s idle, 10 s × 5 probes | `so_keepalive=off` |
+/// | minimum receive rate ([`ConnConfig::min_receive_rate`]) | off: protocol-dependent | none (Apache `mod_reqtimeout`: 500 B/s within a request) |
 /// | largest frame ([`DEFAULT_MAX_FRAME_LEN`]) | 64 KiB | `large_client_header_buffers 4 8k`, `client_max_body_size 1m` |
 /// | output queued per peer ([`DEFAULT_MAX_OUTBOUND`]) | 256 KiB | (`proxy_buffers 8 4k\|8k`) |
 /// | unfinished frames, all peers ([`DEFAULT_PARTIAL_FRAME_BUDGET`]) | 64 MiB | none |

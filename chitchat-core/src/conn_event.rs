@@ -12,10 +12,15 @@ pub enum CloseReason {
     PeerEof,
     /// The peer reset the connection, or the transport failed.
     PeerReset,
+    /// The peer vanished without closing (host down, cable pulled): the
+    /// transport's keepalive probes went unanswered.
+    PeerVanished,
     /// Nothing arrived for the idle timeout.
     IdleTimeout,
     /// A frame was not finished within the frame timeout.
     FrameTimeout,
+    /// The peer sent less than the minimum receive rate.
+    TooSlow,
     /// Dropped to keep the server's unfinished-frame bytes within budget.
     Shed,
     /// The peer sent a frame over the limit (with [`OversizePolicy::Close`](crate::OversizePolicy)).

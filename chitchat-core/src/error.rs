@@ -172,6 +172,19 @@ pub enum ConnError {
         /// The server-wide budget.
         budget: usize,
     },
+    /// The peer was sending, but fewer bytes in a window than the minimum receive
+    /// rate (a peer that trickles complete frames to hold its connection).
+    #[error("{peer} sent only {received} bytes in {per:?}, below the minimum of {min}")]
+    TooSlow {
+        /// The slow peer.
+        peer: Addr,
+        /// Bytes it sent in the window.
+        received: u64,
+        /// The configured minimum per window.
+        min: u64,
+        /// The configured window.
+        per: Duration,
+    },
     /// Queued output made no progress for the write timeout.
     #[error("{peer} accepted no data for {after:?}")]
     WriteTimeout {
@@ -253,6 +266,7 @@ pub enum ConnErrorKind {
     TruncatedFrame,
     IdleTimeout,
     FrameTimeout,
+    TooSlow,
     Shed,
     WriteTimeout,
     OutboundFull,
@@ -266,11 +280,12 @@ pub enum ConnErrorKind {
 
 impl ConnErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ConnErrorKind; 13] = [
+    pub const ALL: [ConnErrorKind; 14] = [
         ConnErrorKind::FrameTooLong,
         ConnErrorKind::TruncatedFrame,
         ConnErrorKind::IdleTimeout,
         ConnErrorKind::FrameTimeout,
+        ConnErrorKind::TooSlow,
         ConnErrorKind::Shed,
         ConnErrorKind::WriteTimeout,
         ConnErrorKind::OutboundFull,
@@ -296,6 +311,7 @@ impl ConnError {
             ConnError::TruncatedFrame { .. } => ConnErrorKind::TruncatedFrame,
             ConnError::IdleTimeout { .. } => ConnErrorKind::IdleTimeout,
             ConnError::FrameTimeout { .. } => ConnErrorKind::FrameTimeout,
+            ConnError::TooSlow { .. } => ConnErrorKind::TooSlow,
             ConnError::Shed { .. } => ConnErrorKind::Shed,
             ConnError::WriteTimeout { .. } => ConnErrorKind::WriteTimeout,
             ConnError::OutboundFull { .. } => ConnErrorKind::OutboundFull,
@@ -315,6 +331,7 @@ impl ConnError {
             | ConnError::TruncatedFrame { peer, .. }
             | ConnError::IdleTimeout { peer, .. }
             | ConnError::FrameTimeout { peer, .. }
+            | ConnError::TooSlow { peer, .. }
             | ConnError::Shed { peer, .. }
             | ConnError::WriteTimeout { peer, .. }
             | ConnError::OutboundFull { peer, .. }

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use chitchat_core::{Addr, Connection};
+use chitchat_core::{Addr, Connection, Keepalive};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{sleep, sleep_until, Instant, Sleep};
 
@@ -36,6 +36,13 @@ use crate::world::{Side, State, World};
 ///   `ConnectionReset`; its writes fail with `ConnectionReset`.
 /// - After a [reset](crate::Network::reset) or a [kill](crate::Network::kill) every
 ///   read, write and shutdown fails with `ConnectionReset`.
+/// - With keepalive set ([`Connection::set_keepalive`]), a connection whose peer is
+///   cut off (a [partition](crate::Network::partition) in either direction) fails
+///   its reads with `TimedOut` once [`Keepalive::dead_after`] has passed since the
+///   later of the last bytes it read and the cut, as a TCP socket does when its
+///   keepalive probes go unanswered (a network trace entry records it); every
+///   later operation fails the same way. The model leaves out retransmission of
+///   unacknowledged data, which TCP gives up on only after many minutes.
 ///
 /// Get one from [`Host`](crate::Host)'s `connect` or a
 /// [`SimListener`](crate::SimListener).
@@ -50,6 +57,13 @@ pub struct SimConn {
     timer: Option<Pin<Box<Sleep>>>,
     /// Closed by [`abort`](Self::abort) already: dropping does nothing more.
     closed: bool,
+    /// Keepalive probing, as set by [`Connection::set_keepalive`].
+    keepalive: Option<Keepalive>,
+    /// When a read last returned bytes (or the connection was made): where the
+    /// keepalive's idle time starts.
+    heard_at: Instant,
+    /// The keepalive gave up on the peer: every operation fails with `TimedOut`.
+    timed_out: bool,
 }
 
 /// What one look at the incoming pipe decided.
@@ -69,6 +83,9 @@ impl SimConn {
             peer,
             timer: None,
             closed: false,
+            keepalive: None,
+            heard_at: Instant::now(),
+            timed_out: false,
         }
     }
 
@@ -105,10 +122,22 @@ impl SimConn {
         max: Option<usize>,
         mut sink: impl FnMut(&[u8]),
     ) -> Poll<io::Result<usize>> {
+        if self.timed_out {
+            return Poll::Ready(Err(keepalive_error(self.peer)));
+        }
         loop {
             let step = self.world.with(|st| self.look(st, cx, max, &mut sink));
             match step {
-                Step::Done(result) => return Poll::Ready(result),
+                Step::Done(result) => {
+                    match &result {
+                        Ok(len) if *len > 0 => self.heard_at = Instant::now(),
+                        Err(err) if err.kind() == io::ErrorKind::TimedOut => {
+                            self.timed_out = true;
+                        }
+                        _ => {}
+                    }
+                    return Poll::Ready(result);
+                }
                 Step::Wait => return Poll::Pending,
                 Step::SleepUntil(deadline) => {
                     let timer = self
@@ -155,16 +184,35 @@ impl SimConn {
             }
             Readable::Eof => Step::Done(Ok(0)),
             Readable::Reset => Step::Done(Err(reset_error(self.peer))),
-            Readable::At(deadline) => {
-                // Also parked: a reset or kill must wake us before the deadline.
+            waiting => {
+                // Parked even with a deadline: a reset or kill must wake us first.
                 incoming.park_reader(cx.waker());
-                Step::SleepUntil(deadline)
-            }
-            Readable::Nothing => {
-                incoming.park_reader(cx.waker());
-                Step::Wait
+                let arrival = match waiting {
+                    Readable::At(deadline) => Some(deadline),
+                    _ => None,
+                };
+                let Some(dead_at) = self.keepalive_gives_up_at(st) else {
+                    return arrival.map_or(Step::Wait, Step::SleepUntil);
+                };
+                if now >= dead_at {
+                    st.record(TraceEvent::KeepaliveTimeout {
+                        conn: self.id,
+                        by: self.local,
+                    });
+                    return Step::Done(Err(keepalive_error(self.peer)));
+                }
+                Step::SleepUntil(arrival.map_or(dead_at, |at| at.min(dead_at)))
             }
         }
+    }
+
+    /// When the keepalive probes, unanswered across a cut link, give up on the peer;
+    /// `None` without keepalive or while the link is up. A heal before then wakes
+    /// the reader, which looks again.
+    fn keepalive_gives_up_at(&self, st: &State) -> Option<Instant> {
+        let keepalive = self.keepalive?;
+        let cut = st.faults.cut_since(self.local.ip(), self.peer.ip())?;
+        Some(self.heard_at.max(cut) + keepalive.dead_after())
     }
 }
 
@@ -175,6 +223,11 @@ impl Connection for SimConn {
 
     fn peer_addr(&self) -> io::Result<Addr> {
         Ok(Addr::Inet(self.peer))
+    }
+
+    fn set_keepalive(&mut self, keepalive: Option<Keepalive>) -> io::Result<()> {
+        self.keepalive = keepalive;
+        Ok(())
     }
 
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -192,6 +245,9 @@ impl Connection for SimConn {
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.timed_out {
+            return Poll::Ready(Err(keepalive_error(self.peer)));
+        }
         self.world.with(|st| {
             let now = Instant::now();
             let (local, peer) = (self.local, self.peer);
@@ -318,6 +374,13 @@ impl fmt::Debug for SimConn {
             .field("peer", &self.peer)
             .finish()
     }
+}
+
+fn keepalive_error(peer: SocketAddr) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("keepalive probes to {peer} went unanswered"),
+    )
 }
 
 fn reset_error(peer: SocketAddr) -> io::Error {

@@ -94,8 +94,9 @@ impl LinkConfig {
 pub(crate) struct Link {
     /// Set by `set_link`; `None` follows the network's default config.
     config: Option<LinkConfig>,
-    /// Cut: nothing crosses until heal (the pipes hold what had not arrived).
-    partitioned: bool,
+    /// Cut since this instant: nothing crosses until heal (the pipes hold what had
+    /// not arrived).
+    cut_at: Option<Instant>,
     /// When the link finishes sending what it was given: the bandwidth limit
     /// serialises pieces of all connections over the link.
     busy_until: Option<Instant>,
@@ -139,7 +140,7 @@ impl Faults {
     fn link_mut(&mut self, from: IpAddr, to: IpAddr) -> &mut Link {
         self.links.entry((from, to)).or_insert(Link {
             config: None,
-            partitioned: false,
+            cut_at: None,
             busy_until: None,
         })
     }
@@ -161,7 +162,17 @@ impl Faults {
     pub fn is_partitioned(&self, from: IpAddr, to: IpAddr) -> bool {
         self.links
             .get(&(from, to))
-            .is_some_and(|link| link.partitioned)
+            .is_some_and(|link| link.cut_at.is_some())
+    }
+
+    /// Since when a probe between the two hosts is lost (either direction cut),
+    /// or `None` while both directions are up.
+    pub fn cut_since(&self, a: IpAddr, b: IpAddr) -> Option<Instant> {
+        let at = |from, to| self.links.get(&(from, to)).and_then(|link| link.cut_at);
+        match (at(a, b), at(b, a)) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        }
     }
 
     /// Whether a handshake between the two hosts is lost (either direction is cut).
@@ -169,23 +180,28 @@ impl Faults {
         self.is_partitioned(a, b) || self.is_partitioned(b, a)
     }
 
-    /// Cuts `from -> to`; returns false if it was cut already.
-    pub fn partition(&mut self, from: IpAddr, to: IpAddr) -> bool {
-        !std::mem::replace(&mut self.link_mut(from, to).partitioned, true)
+    /// Cuts `from -> to` at `now`; returns false if it was cut already.
+    pub fn partition(&mut self, from: IpAddr, to: IpAddr, now: Instant) -> bool {
+        let link = self.link_mut(from, to);
+        if link.cut_at.is_some() {
+            return false;
+        }
+        link.cut_at = Some(now);
+        true
     }
 
     /// Restores `from -> to`; returns false if it was not cut.
     pub fn heal(&mut self, from: IpAddr, to: IpAddr) -> bool {
         self.links
             .get_mut(&(from, to))
-            .is_some_and(|link| std::mem::replace(&mut link.partitioned, false))
+            .is_some_and(|link| link.cut_at.take().is_some())
     }
 
     /// Every cut direction, in a stable order.
     pub fn partitioned_links(&self) -> Vec<(IpAddr, IpAddr)> {
         self.links
             .iter()
-            .filter(|(_, link)| link.partitioned)
+            .filter(|(_, link)| link.cut_at.is_some())
             .map(|(&pair, _)| pair)
             .collect()
     }
@@ -315,12 +331,23 @@ mod tests {
     #[test]
     fn partition_is_per_direction() {
         let mut faults = Faults::new(1, LinkConfig::default());
-        assert!(faults.partition(A, B));
-        assert!(!faults.partition(A, B), "cut twice");
+        let now = Instant::now();
+        assert!(faults.partition(A, B, now));
+        assert!(!faults.partition(A, B, now), "cut twice");
         assert!(faults.is_blocked(B, A), "a handshake needs both directions");
         assert!(!faults.is_partitioned(B, A));
         assert_eq!(faults.partitioned_links(), vec![(A, B)]);
+        assert_eq!(
+            faults.cut_since(B, A),
+            Some(now),
+            "a probe needs both directions"
+        );
+        let later = now + Duration::from_secs(1);
+        assert!(faults.partition(B, A, later));
+        assert_eq!(faults.cut_since(A, B), Some(now), "the first cut counts");
+        assert!(faults.heal(B, A));
         assert!(faults.heal(A, B));
+        assert_eq!(faults.cut_since(A, B), None);
         assert!(!faults.heal(A, B));
         assert!(!faults.is_blocked(A, B));
     }

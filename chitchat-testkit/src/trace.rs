@@ -144,6 +144,14 @@ pub enum TraceEvent {
         /// The end that closed.
         by: SocketAddr,
     },
+    /// One end's keepalive probes went unanswered across a cut link: its reads fail
+    /// with `TimedOut` from now on (see [`SimConn`](crate::SimConn)).
+    KeepaliveTimeout {
+        /// The connection.
+        conn: ConnId,
+        /// The end that gave up.
+        by: SocketAddr,
+    },
     /// A connection was reset by a fault or a kill: every read and write on it
     /// fails from now on.
     Reset {
@@ -261,6 +269,9 @@ impl fmt::Display for TraceEvent {
             TraceEvent::Shutdown { conn, by } => write!(f, "shutdown {conn} by {by}"),
             TraceEvent::Close { conn, by } => write!(f, "close {conn} by {by}"),
             TraceEvent::Abort { conn, by } => write!(f, "abort {conn} by {by}"),
+            TraceEvent::KeepaliveTimeout { conn, by } => {
+                write!(f, "keepalive timeout {conn} by {by}")
+            }
             TraceEvent::Reset {
                 conn,
                 client,

@@ -423,12 +423,19 @@ impl State {
 
     pub fn partition_link(&mut self, from: IpAddr, to: IpAddr) {
         let now = Instant::now();
-        if !self.faults.partition(from, to) {
+        if !self.faults.partition(from, to, now) {
             return;
         }
+        let mut wakers = Vec::new();
         for pipe in State::pipes_over(&mut self.conns, from, to) {
             pipe.mark_arrived(now);
+            wakers.extend(pipe.take_reader());
         }
+        // Readers on both sides look again: their keepalive now has a deadline.
+        for pipe in State::pipes_over(&mut self.conns, to, from) {
+            wakers.extend(pipe.take_reader());
+        }
+        self.wakes.extend(wakers);
         self.record(TraceEvent::Partition { from, to });
     }
 

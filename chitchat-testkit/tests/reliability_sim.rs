@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use chitchat_core::{
     Addr, BindOptions, Binder, CloseReason, ConnError, ConnErrorKind, ConnEvent, ConnectError,
-    Connection, Connector, Events, Listener, ReadContext, WriteError,
+    Connection, Connector, Events, Keepalive, Listener, ReadContext, ReceiveRate, WriteError,
 };
 use chitchat_testkit::{
     Host, LinkConfig, NetConfig, Network, RawPeer, SimConn, SimListener, TraceEntry,
@@ -886,5 +886,213 @@ async fn partial_frame_budget_holds_when_holders_arrive_at_once() {
         "kept within the budget, and no more shed than needed"
     );
     assert_eq!(shed, [8192, 8192]);
+    server.cut().await;
+}
+
+/// Peers that vanish without a FIN or a reset (their host cut off in both
+/// directions, as when a cable is pulled), against a server with the default
+/// settings and against one with keepalive off.
+///
+/// Pass: with the defaults, every vanished peer is closed with `PeerVanished` and an
+/// `Io` error (`TimedOut`) naming it, `Keepalive::default().dead_after()` (110 s)
+/// after the cut, long before the 300 s idle timeout; with keepalive off it is held
+/// until the idle timeout, 300 s after its last byte. A peer on another host echoes
+/// a frame every 10 s throughout and is never closed.
+#[tokio::test(start_paused = true)]
+async fn vanished_peers_are_closed_by_keepalive_before_the_idle_timeout() {
+    const GONE: usize = 3;
+    for keepalive in [Some(Keepalive::default()), None] {
+        let net = Network::new(11);
+        let (server_host, gone, good) = (
+            net.host([10, 0, 0, 1]),
+            net.host([10, 0, 0, 2]),
+            net.host([10, 0, 0, 3]),
+        );
+        let server = echo(Server::builder("10.0.0.1:7000".parse::<Addr>().unwrap()))
+            .keepalive(keepalive)
+            .listen_on(&server_host)
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        let log = record(server.events());
+        let mut vanished = Vec::new();
+        let mut last_byte = Instant::now();
+        for _ in 0..GONE {
+            let mut peer = RawPeer::connect(&gone, &addr).await.unwrap();
+            peer.write_all(b"hi\n").await.unwrap();
+            last_byte = Instant::now();
+            assert_eq!(peer.read_frame(b'\n').await.unwrap().unwrap(), "hi");
+            vanished.push(peer);
+        }
+        let gone_addrs: HashSet<Addr> = vanished.iter().map(RawPeer::local_addr).collect();
+        let mut honest = RawPeer::connect(&good, &addr).await.unwrap();
+        net.partition([10, 0, 0, 1], [10, 0, 0, 2]);
+        let cut = Instant::now();
+
+        // Bounded: 32 frames, 320 s of virtual time.
+        for i in 0..32 {
+            let frame = format!("still here {i}");
+            honest
+                .write_all(format!("{frame}\n").as_bytes())
+                .await
+                .unwrap();
+            assert_eq!(honest.read_frame(b'\n').await.unwrap().unwrap(), frame);
+            sleep(secs(10)).await;
+        }
+
+        let expected = match keepalive {
+            Some(keepalive) => cut + keepalive.dead_after(),
+            None => last_byte + chitchat_core::DEFAULT_SERVER_IDLE_TIMEOUT,
+        };
+        let closes = closes(&log);
+        assert_eq!(closes.len(), GONE, "{closes:?}");
+        for (at, close) in &closes {
+            assert!(gone_addrs.contains(&close.peer), "{close:?}");
+            let want = if keepalive.is_some() {
+                CloseReason::PeerVanished
+            } else {
+                CloseReason::IdleTimeout
+            };
+            assert_eq!(close.reason, want);
+            assert!(
+                *at >= expected && *at <= expected + secs(1),
+                "closed {:?} after the cut, expected {:?}",
+                *at - cut,
+                expected - cut
+            );
+        }
+        for err in errors(&log) {
+            let named = gone_addrs.contains(&err.addr());
+            let right_kind = match &err {
+                ConnError::Io { source, .. } => {
+                    keepalive.is_some() && source.kind() == io::ErrorKind::TimedOut
+                }
+                ConnError::IdleTimeout { .. } => keepalive.is_none(),
+                _ => false,
+            };
+            assert!(named && right_kind, "{err}");
+        }
+        figure(
+            "vanished peers",
+            format_args!(
+                "{GONE} peers cut off without FIN or reset, keepalive {}: closed {:?} after the cut \
+                 ({}); an honest peer echoed 32 frames meanwhile, never closed",
+                if keepalive.is_some() { "on (default)" } else { "off" },
+                closes[0].0 - cut,
+                if keepalive.is_some() { "PeerVanished" } else { "IdleTimeout" },
+            ),
+        );
+        assert_eq!(server.connection_count(), 1);
+        server.cut().await;
+    }
+}
+
+/// Peers that hold their connection by trickling complete frames (`a\n` every
+/// second: 20 bytes per 10 s), a quiet peer that sends one 100-byte frame and then
+/// nothing, and an honest peer that sends a 100-byte frame every second, against a
+/// server with a minimum receive rate of 64 bytes per 10 s and a 30 s idle timeout;
+/// then one trickler against the defaults.
+///
+/// Pass: every trickler is closed with `TooSlow` naming it at the end of its first
+/// window (10 s after it connected, within 1 s); the quiet peer only by the idle
+/// timeout; the honest peer never. With the defaults the trickler is still served
+/// after 60 s: the rate is off by default, and what bounds such peers is the
+/// per-IP connection limit.
+#[tokio::test(start_paused = true)]
+async fn peers_trickling_complete_frames_are_closed_by_the_minimum_receive_rate() {
+    const TRICKLERS: usize = 10;
+    let net = Network::new(12);
+    let (server_host, bad, good) = (
+        net.host([10, 0, 0, 1]),
+        net.host([10, 0, 0, 2]),
+        net.host([10, 0, 0, 3]),
+    );
+    let server = echo(Server::builder("10.0.0.1:7000".parse::<Addr>().unwrap()))
+        .min_receive_rate(ReceiveRate::new(64, secs(10)))
+        .idle_timeout(secs(30))
+        .listen_on(&server_host)
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let log = record(server.events());
+
+    let mut tricklers = JoinSet::new();
+    for _ in 0..TRICKLERS {
+        let bad = bad.clone();
+        tricklers.spawn(async move {
+            let mut peer = RawPeer::connect(&bad, &addr).await.unwrap();
+            let (local, began) = (peer.local_addr(), Instant::now());
+            // Bounded: 30 frames; the rate ends it after 10.
+            for _ in 0..30 {
+                if peer.write_all(b"a\n").await.is_err() {
+                    break;
+                }
+                sleep(secs(1)).await;
+            }
+            (local, began)
+        });
+    }
+    let mut quiet = RawPeer::connect(&good, &addr).await.unwrap();
+    let quiet_addr = quiet.local_addr();
+    let line = format!("{}\n", "q".repeat(99));
+    quiet.write_all(line.as_bytes()).await.unwrap();
+    let quiet_spoke = Instant::now();
+    let mut honest = RawPeer::connect(&good, &addr).await.unwrap();
+    for _ in 0..40 {
+        honest.write_all(line.as_bytes()).await.unwrap();
+        assert!(honest.read_frame(b'\n').await.unwrap().is_some());
+        sleep(secs(1)).await;
+    }
+    let mut began = HashMap::new();
+    while let Some(joined) = tricklers.join_next().await {
+        let (local, at) = joined.unwrap();
+        began.insert(local, at);
+    }
+
+    let closed = closes(&log);
+    assert_eq!(closed.len(), TRICKLERS + 1, "{closed:?}");
+    for (at, close) in &closed {
+        if close.peer == quiet_addr {
+            assert_eq!(close.reason, CloseReason::IdleTimeout);
+            assert!(*at >= quiet_spoke + secs(30) && *at <= quiet_spoke + secs(31));
+            continue;
+        }
+        assert_eq!(close.reason, CloseReason::TooSlow, "{close:?}");
+        let took = *at - began[&close.peer];
+        assert!(took >= secs(10) && took <= secs(11), "{took:?}");
+    }
+    let too_slow = errors(&log)
+        .into_iter()
+        .filter(|err| {
+            matches!(err, ConnError::TooSlow { peer, received, min: 64, per }
+                if began.contains_key(peer) && *received < 64 && *per == secs(10))
+        })
+        .count();
+    assert_eq!(too_slow, TRICKLERS);
+    assert_eq!(server.connection_count(), 1, "the honest peer stays");
+    server.cut().await;
+    figure(
+        "peers trickling complete frames",
+        format_args!(
+            "{TRICKLERS} peers sending `a\\n` every second against a minimum rate of 64 bytes per 10 s: \
+             all closed with TooSlow 10 s after connecting; a quiet peer closed only by the idle \
+             timeout; an honest peer (100 bytes/s) served 40 frames, never closed"
+        ),
+    );
+
+    // The defaults: held (bounded by the per-IP limit instead).
+    let server = echo(Server::builder("10.0.0.1:7001".parse::<Addr>().unwrap()))
+        .listen_on(&server_host)
+        .await
+        .unwrap();
+    let log = record(server.events());
+    let mut peer = RawPeer::connect(&bad, &server.local_addr()).await.unwrap();
+    for _ in 0..60 {
+        peer.write_all(b"a\n").await.unwrap();
+        assert_eq!(peer.read_frame(b'\n').await.unwrap().unwrap(), "a");
+        sleep(secs(1)).await;
+    }
+    assert!(closes(&log).is_empty());
+    assert_eq!(server.connection_count(), 1);
     server.cut().await;
 }

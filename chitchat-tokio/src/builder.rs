@@ -63,6 +63,16 @@ macro_rules! conn_setters {
             self.config.conn.keepalive = keepalive.into();
             self
         }
+
+        /// Close a peer that sends, but fewer bytes per window than this (default:
+        /// off; see `ConnConfig::min_receive_rate` for why).
+        pub fn min_receive_rate(
+            mut self,
+            rate: impl Into<Option<chitchat_core::ReceiveRate>>,
+        ) -> Self {
+            self.config.conn.min_receive_rate = rate.into();
+            self
+        }
     };
 }
 

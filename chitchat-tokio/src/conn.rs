@@ -106,6 +106,8 @@ pub(crate) struct Driver<C, S> {
     frame_started: Option<Stamp>,
     /// Unfinished-frame bytes last reported to the server's budget.
     partial_reported: usize,
+    /// Where the current minimum-receive-rate window began, and `bytes_in` then.
+    rate_window: (Stamp, u64),
     /// Since when queued output has been waiting without progress.
     write_stalled_since: Option<Stamp>,
     /// One timer for the nearest deadline; allocated the first time one is needed.
@@ -144,6 +146,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             last_read,
             frame_started: None,
             partial_reported: 0,
+            rate_window: (last_read, 0),
             write_stalled_since: None,
             timer: None,
             conn_state: None,
@@ -571,6 +574,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             CloseReason::IdleTimeout
                 | CloseReason::PeerEof
                 | CloseReason::FrameTimeout
+                | CloseReason::TooSlow
                 | CloseReason::Shutdown
         );
         self.phase = Phase::Closing {
@@ -590,14 +594,17 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         if let Phase::Closing { reason, .. } = self.phase {
             return End { reason, flushed };
         }
+        // Only keepalive gives up with `TimedOut` on an established connection.
+        let reason = if err.kind() == io::ErrorKind::TimedOut {
+            CloseReason::PeerVanished
+        } else {
+            CloseReason::PeerReset
+        };
         self.params.hub.reporter.error(ConnError::Io {
             peer: self.peer(),
             source: Arc::new(err),
         });
-        End {
-            reason: CloseReason::PeerReset,
-            flushed,
-        }
+        End { reason, flushed }
     }
 
     /// Checks the deadlines and arms the timer for the nearest one. `Ok(true)` when
@@ -651,6 +658,28 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
                     return Ok(true);
                 }
                 deadline.map(&mut consider);
+            }
+            if let Some(rate) = self.params.config.min_receive_rate {
+                let (began, bytes_then) = self.rate_window;
+                let deadline = epoch.instant(began).checked_add(rate.per);
+                if deadline.is_some_and(|d| now >= d) {
+                    let received = self.stats.bytes_in - bytes_then;
+                    // A window with nothing is the idle timeout's business.
+                    if received > 0 && received < rate.bytes {
+                        self.params.hub.reporter.error(ConnError::TooSlow {
+                            peer,
+                            received,
+                            min: rate.bytes,
+                            per: rate.per,
+                        });
+                        self.begin_closing(CloseReason::TooSlow, None);
+                        return Ok(true);
+                    }
+                    self.rate_window = (epoch.stamp(now), self.stats.bytes_in);
+                    now.checked_add(rate.per).map(&mut consider);
+                } else {
+                    deadline.map(&mut consider);
+                }
             }
         }
         if !self.out.is_empty() {

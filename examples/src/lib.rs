@@ -4,7 +4,7 @@
 //! the same in every one of them, and errors end them the same way.
 //!
 //! ```
-//! use chitchat_core::Delimiter;
+//! use chitchat_core::{Delimiter, ReceiveRate};
 //! use chitchat_examples::{parse_delimiter, parse_secs};
 //!
 //! assert_eq!(parse_delimiter("eof"), Ok(Delimiter::Eof));
@@ -17,7 +17,7 @@ pub mod chat;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chitchat_core::Delimiter;
+use chitchat_core::{Delimiter, ReceiveRate};
 
 /// Parses a `--delim` value: one ASCII character (`;`, `|`...), the escapes `\n`,
 /// `\r`, `\t` and `\0` (NUL-terminated frames) written as two characters, or `0` /
@@ -72,6 +72,29 @@ pub fn parse_secs(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| {
             format!("expected a positive number of seconds, e.g. 2 or 0.5; got {text:?}")
         })
+}
+
+/// Parses a minimum receive rate, `BYTES/SECS`: at least BYTES in every SECS-long
+/// window in which the peer sends anything.
+///
+/// ```
+/// use chitchat_core::ReceiveRate;
+/// use chitchat_examples::parse_receive_rate;
+/// use std::time::Duration;
+///
+/// assert_eq!(parse_receive_rate("64/10"), Ok(ReceiveRate::new(64, Duration::from_secs(10))));
+/// assert!(parse_receive_rate("64").is_err());
+/// ```
+///
+/// # Errors
+/// A message for clap unless the text is a byte count, `/`, and positive seconds.
+pub fn parse_receive_rate(text: &str) -> Result<ReceiveRate, String> {
+    let parsed = text.split_once('/').and_then(|(bytes, secs)| {
+        let bytes = bytes.trim().parse::<u64>().ok()?;
+        let per = parse_secs(secs.trim()).ok()?;
+        Some(ReceiveRate::new(bytes, per))
+    });
+    parsed.ok_or_else(|| format!("expected BYTES/SECS, e.g. 64/10; got {text:?}"))
 }
 
 /// The value of a timeout flag: a duration, or `None` for off (written `0`).

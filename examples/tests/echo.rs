@@ -216,6 +216,30 @@ fn read_timeout_closes_an_idle_connection() {
 }
 
 #[test]
+fn min_receive_rate_closes_a_client_trickling_complete_frames() {
+    let (server, addr) = start_server(&["--min-receive-rate", "64/0.5"]);
+    let mut stream = connect(addr);
+    let peer = stream.local_addr().unwrap();
+    // Bounded: 400 frames of 2 bytes, 50 ms apart (20 s); the server's first window
+    // ends after 0.5 s with about 20 bytes in it.
+    let mut echoed = 0;
+    for _ in 0..400 {
+        if stream.write_all(b"a\n").is_err() {
+            break;
+        }
+        let mut echo = [0; 2];
+        if stream.read_exact(&mut echo).is_err() {
+            break;
+        }
+        echoed += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(echoed < 400, "still served after 400 frames");
+    server.wait_stderr(&format!("{peer} sent only "));
+    server.wait_stderr("below the minimum of 64");
+}
+
+#[test]
 fn max_connections_refuses_the_extra_one_only() {
     let (server, addr) = start_server(&["--max-connections", "1"]);
     let mut first = connect(addr);

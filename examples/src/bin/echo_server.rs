@@ -18,10 +18,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chitchat_core::{
-    Addr, ConnEvent, Delimiter, Events, UnixAddr, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND,
-    DEFAULT_PARTIAL_FRAME_BUDGET,
+    Addr, ConnEvent, Delimiter, Events, ReceiveRate, UnixAddr, DEFAULT_MAX_FRAME_LEN,
+    DEFAULT_MAX_OUTBOUND, DEFAULT_PARTIAL_FRAME_BUDGET,
 };
-use chitchat_examples::{parse_delimiter, parse_timeout, Timeout, TimeoutFlags};
+use chitchat_examples::{
+    parse_delimiter, parse_receive_rate, parse_timeout, Timeout, TimeoutFlags,
+};
 use chitchat_tokio::{Server, TlsServer, Unix};
 use clap::Parser;
 use futures::StreamExt;
@@ -78,6 +80,13 @@ struct Args {
     #[arg(long, value_name = "N")]
     max_connections_per_ip: Option<usize>,
 
+    /// Close a client that sends, but fewer than BYTES in a SECS-long window (one
+    /// holding its connection by trickling complete frames) [default: off: no rate
+    /// tells a trickler from an honest quiet client; --max-connections-per-ip bounds
+    /// what tricklers hold].
+    #[arg(long, value_name = "BYTES/SECS", value_parser = parse_receive_rate)]
+    min_receive_rate: Option<ReceiveRate>,
+
     /// With TLS: close a connection whose handshake is not done this long after it
     /// was accepted; 0: never.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_timeout)]
@@ -118,6 +127,7 @@ async fn run() -> anyhow::Result<ExitCode> {
         .idle_timeout(args.timeouts.read_timeout.0)
         .frame_timeout(args.timeouts.frame_timeout.0)
         .write_timeout(args.timeouts.write_timeout.0)
+        .min_receive_rate(args.min_receive_rate)
         .on_frame(|ctx, frame| {
             // `reply` appends the delimiter, and writes any frame back byte for byte.
             // It fails when the client does not read its replies (the engine then
