@@ -3,7 +3,7 @@
 use std::any::Any;
 
 use chitchat_core::Addr;
-use chitchat_tokio::{TlsClient, TlsConn, TlsServer};
+use chitchat_tokio::{TlsBinder, TlsConn, TlsConnector};
 
 use crate::harness::Harness;
 use crate::tcp::TcpHarness;
@@ -12,8 +12,8 @@ use crate::tcp::TcpHarness;
 /// generated when the harness is made.
 #[derive(Clone)]
 pub struct TlsHarness {
-    server: TlsServer,
-    client: TlsClient,
+    server: TlsBinder,
+    client: TlsConnector,
 }
 
 impl TlsHarness {
@@ -25,13 +25,13 @@ impl TlsHarness {
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
             .expect("generate a certificate");
         let cert_pem = cert.cert.pem();
-        let server = TlsServer::from_pem(
+        let server = TlsBinder::from_pem(
             cert_pem.as_bytes(),
             cert.key_pair.serialize_pem().as_bytes(),
         )
         .expect("server configuration");
-        let client =
-            TlsClient::from_ca_pem(cert_pem.as_bytes(), "localhost").expect("client configuration");
+        let client = TlsConnector::from_ca_pem(cert_pem.as_bytes(), "localhost")
+            .expect("client configuration");
         TlsHarness { server, client }
     }
 }
@@ -43,18 +43,18 @@ impl Default for TlsHarness {
 }
 
 impl Harness for TlsHarness {
-    type Binder = TlsServer;
-    type Connector = TlsClient;
+    type Binder = TlsBinder;
+    type Connector = TlsConnector;
 
     fn server_addr(&self) -> Addr {
         TcpHarness.server_addr()
     }
 
-    fn binder(&self) -> &TlsServer {
+    fn binder(&self) -> &TlsBinder {
         &self.server
     }
 
-    fn connector(&self) -> &TlsClient {
+    fn connector(&self) -> &TlsConnector {
         &self.client
     }
 

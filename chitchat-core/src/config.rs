@@ -316,7 +316,7 @@ impl Default for ConnConfig {
 /// | connections per source IP ([`DEFAULT_MAX_CONNECTIONS_PER_IP`]) | 1 024 | `limit_conn`: none |
 /// | listen backlog ([`DEFAULT_BACKLOG`]) | 4 096 | `backlog=511` |
 /// | linger at close ([`ConnConfig::linger`]) | 5 s | `lingering_timeout 5s` |
-/// | TLS handshake (chitchat-tokio's `TlsServer`) | 10 s, 16 KiB, 1 024 at once | `ssl_handshake_timeout 60s` (stream) |
+/// | TLS handshake (chitchat-tokio's `TlsBinder`) | 10 s, 16 KiB, 1 024 at once | `ssl_handshake_timeout 60s` (stream) |
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerConfig {

@@ -202,7 +202,7 @@
 //!   you can: the key stops forgery, not load.
 //!
 //! # Message MACs or mutual TLS?
-//! chitchat-tokio speaks TLS (feature `tls`: `TlsServer` binds, `TlsClient`
+//! chitchat-tokio speaks TLS (feature `tls`: `TlsBinder` binds, `TlsConnector`
 //! connects; rustls), and both roles take any binder and connector, so the
 //! heartbeat can run over mutual TLS as it is.
 //!

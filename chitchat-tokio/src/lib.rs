@@ -105,7 +105,7 @@ pub use server::{Server, ServerBuilder};
 pub use tokio_rustls::rustls;
 pub use transport::{ReadinessIo, StreamConn, Tcp, TcpAcceptor, TcpConn};
 #[cfg(feature = "tls")]
-pub use transport::{TlsClient, TlsConn, TlsListener, TlsServer};
+pub use transport::{TlsBinder, TlsConn, TlsConnector, TlsListener};
 pub use transport::{Unix, UnixAcceptor, UnixConn};
 
 #[cfg(doctest)]

@@ -132,12 +132,12 @@ async fn dialed_sockets_get_the_configured_keepalive() {
 #[cfg(feature = "tls")]
 #[tokio::test]
 async fn tls_sockets_get_the_keepalive_on_both_sides() {
-    use chitchat_tokio::{TlsClient, TlsServer};
+    use chitchat_tokio::{TlsBinder, TlsConnector};
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let pem = cert.cert.pem();
     let key = cert.key_pair.serialize_pem();
-    let tls_server = TlsServer::from_pem(pem.as_bytes(), key.as_bytes()).unwrap();
-    let tls_client = TlsClient::from_ca_pem(pem.as_bytes(), "localhost").unwrap();
+    let tls_server = TlsBinder::from_pem(pem.as_bytes(), key.as_bytes()).unwrap();
+    let tls_client = TlsConnector::from_ca_pem(pem.as_bytes(), "localhost").unwrap();
     let server_keepalive = Keepalive::new(Duration::from_secs(9), Duration::from_secs(4), 3);
     let addr: Addr = "127.0.0.1:0".parse().unwrap();
     let server = Server::builder(addr)

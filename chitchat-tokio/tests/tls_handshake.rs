@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chitchat_core::{Addr, ConnError, ConnErrorKind};
-use chitchat_tokio::{Client, Server, ServerBuilder, TlsClient, TlsServer};
+use chitchat_tokio::{Client, Server, ServerBuilder, TlsBinder, TlsConnector};
 use futures::StreamExt;
 use reliability_util::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,18 +34,18 @@ const HALF_HELLO: [u8; 20] = [
 ];
 
 /// A server certificate for `localhost` and a client that trusts it.
-fn certificates() -> (TlsServer, TlsClient) {
+fn certificates() -> (TlsBinder, TlsConnector) {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let pem = cert.cert.pem();
     let server =
-        TlsServer::from_pem(pem.as_bytes(), cert.key_pair.serialize_pem().as_bytes()).unwrap();
-    let client = TlsClient::from_ca_pem(pem.as_bytes(), "localhost").unwrap();
+        TlsBinder::from_pem(pem.as_bytes(), cert.key_pair.serialize_pem().as_bytes()).unwrap();
+    let client = TlsConnector::from_ca_pem(pem.as_bytes(), "localhost").unwrap();
     (server, client)
 }
 
 /// An echo server over `tls` on loopback.
 async fn tls_echo_server(
-    tls: &TlsServer,
+    tls: &TlsBinder,
     configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
 ) -> Server {
     configure(Server::builder(loopback()).on_frame(|ctx, frame| {
@@ -63,7 +63,7 @@ struct RealClient {
 }
 
 impl RealClient {
-    async fn connect(addr: Addr, tls: &TlsClient) -> RealClient {
+    async fn connect(addr: Addr, tls: &TlsConnector) -> RealClient {
         let client = Client::builder(addr)
             .connect_timeout(PROMPT)
             .connect_with(tls)
@@ -423,7 +423,7 @@ fn oversized_client_hellos_are_cut_at_the_cap_and_memory_comes_back() {
             assert_eq!(cause, "the TLS handshake sent more than 16384 bytes");
         }
         assert!(
-            longest < TlsServer::DEFAULT_HANDSHAKE_TIMEOUT,
+            longest < TlsBinder::DEFAULT_HANDSHAKE_TIMEOUT,
             "cut by the cap, not the timeout"
         );
         assert!(peak < 40 * 1024, "RSS grew by {peak} KiB");

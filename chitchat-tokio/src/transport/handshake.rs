@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-/// The limits on a TLS server's handshakes (see the `TlsServer` setters).
+/// The limits on a TLS server's handshakes (see the `TlsBinder` setters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct HandshakeLimits {
     /// How long a handshake may take from its accept; `None`: forever.

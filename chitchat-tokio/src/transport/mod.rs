@@ -20,5 +20,5 @@ mod unix;
 pub use readiness::{ReadinessIo, StreamConn};
 pub use tcp::{Tcp, TcpAcceptor, TcpConn};
 #[cfg(feature = "tls")]
-pub use tls::{TlsClient, TlsConn, TlsListener, TlsServer};
+pub use tls::{TlsBinder, TlsConn, TlsConnector, TlsListener};
 pub use unix::{Unix, UnixAcceptor, UnixConn};

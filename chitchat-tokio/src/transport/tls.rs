@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{self, crypto::ring, ClientConfig, RootCertStore, ServerConfig};
-use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
+use tokio_rustls::{TlsAcceptor, TlsStream};
 
 use super::handshake::{Established, HandshakeIo, HandshakeLimits, Handshakes};
 use super::tcp::{set_keepalive, Tcp, TcpAcceptor};
@@ -40,11 +40,11 @@ const ACCEPTS_PER_POLL: usize = 64;
 ///
 /// ```no_run
 /// use chitchat_core::Addr;
-/// use chitchat_tokio::{Server, TlsServer};
+/// use chitchat_tokio::{Server, TlsBinder};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> anyhow::Result<()> {
-/// let tls = TlsServer::from_pem(&std::fs::read("cert.pem")?, &std::fs::read("key.pem")?)?;
+/// let tls = TlsBinder::from_pem(&std::fs::read("cert.pem")?, &std::fs::read("key.pem")?)?;
 /// let server = Server::builder("0.0.0.0:7443".parse::<Addr>()?)
 ///     .on_frame(|ctx, frame| {
 ///         let _ = ctx.reply(&frame);
@@ -60,17 +60,17 @@ const ACCEPTS_PER_POLL: usize = 64;
 ///
 /// ```no_run
 /// # use std::time::Duration;
-/// # use chitchat_tokio::TlsServer;
+/// # use chitchat_tokio::TlsBinder;
 /// # fn main() -> std::io::Result<()> {
 /// # let (cert, key) = (Vec::new(), Vec::new());
-/// let tls = TlsServer::from_pem(&cert, &key)?
+/// let tls = TlsBinder::from_pem(&cert, &key)?
 ///     .handshake_timeout(Duration::from_secs(5))
 ///     .max_handshakes(256);
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct TlsServer {
+pub struct TlsBinder {
     acceptor: TlsAcceptor,
     limits: HandshakeLimits,
 }
@@ -78,8 +78,8 @@ pub struct TlsServer {
 /// The client side: dials TCP and speaks TLS, checking the server's certificate
 /// against `server_name`.
 #[derive(Clone)]
-pub struct TlsClient {
-    connector: TlsConnector,
+pub struct TlsConnector {
+    connector: tokio_rustls::TlsConnector,
     server_name: ServerName<'static>,
 }
 
@@ -105,7 +105,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(ring::default_provider())
 }
 
-impl TlsServer {
+impl TlsBinder {
     /// Default handshake timeout: a real client finishes in one or two round
     /// trips, well under a second even across the world; 10 s leaves room for a
     /// lossy mobile link, and is the order of nginx's and HAProxy's (`timeout
@@ -127,7 +127,7 @@ impl TlsServer {
 
     /// A server speaking TLS with `config`, with the default handshake limits.
     pub fn new(config: Arc<ServerConfig>) -> Self {
-        TlsServer {
+        TlsBinder {
             acceptor: TlsAcceptor::from(config),
             limits: HandshakeLimits {
                 timeout: Some(Self::DEFAULT_HANDSHAKE_TIMEOUT),
@@ -179,19 +179,19 @@ impl TlsServer {
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(invalid)?;
-        Ok(TlsServer::new(Arc::new(config)))
+        Ok(TlsBinder::new(Arc::new(config)))
     }
 }
 
-impl TlsClient {
+impl TlsConnector {
     /// A client speaking TLS with `config`, expecting the server to prove it is
     /// `server_name`.
     ///
     /// # Errors
     /// `InvalidInput` when `server_name` is neither a DNS name nor an IP address.
     pub fn new(config: Arc<ClientConfig>, server_name: &str) -> io::Result<Self> {
-        Ok(TlsClient {
-            connector: TlsConnector::from(config),
+        Ok(TlsConnector {
+            connector: tokio_rustls::TlsConnector::from(config),
             server_name: ServerName::try_from(server_name.to_owned()).map_err(invalid)?,
         })
     }
@@ -210,11 +210,11 @@ impl TlsClient {
             .map_err(invalid)?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        TlsClient::new(Arc::new(config), server_name)
+        TlsConnector::new(Arc::new(config), server_name)
     }
 }
 
-impl Binder for TlsServer {
+impl Binder for TlsBinder {
     type Listener = TlsListener;
 
     fn bind(&self, addr: &Addr, options: &BindOptions) -> io::Result<TlsListener> {
@@ -274,7 +274,7 @@ impl Listener for TlsListener {
     }
 }
 
-impl Connector for TlsClient {
+impl Connector for TlsConnector {
     type Conn = TlsConn;
 
     fn connect(&self, addr: &Addr) -> impl Future<Output = io::Result<TlsConn>> + Send {

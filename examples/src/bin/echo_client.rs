@@ -25,7 +25,7 @@ use chitchat_core::{
     DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_OUTBOUND,
 };
 use chitchat_examples::{parse_delimiter, parse_secs, TimeoutFlags};
-use chitchat_tokio::{Client, Tcp, TcpConn, TlsClient, TlsConn, Unix};
+use chitchat_tokio::{Client, Tcp, TcpConn, TlsConn, TlsConnector, Unix};
 use clap::Parser;
 use futures::StreamExt;
 use socket2::SockRef;
@@ -132,7 +132,7 @@ async fn run() -> anyhow::Result<ExitCode> {
                 .rsplit_once(':')
                 .map_or(&*args.connect, |(h, _)| h);
             let name = args.tls_name.as_deref().unwrap_or(host);
-            let tls = TlsClient::from_ca_pem(&pem, name).context("invalid TLS CA file")?;
+            let tls = TlsConnector::from_ca_pem(&pem, name).context("invalid TLS CA file")?;
             builder.connect_with(&reset.wrap(tls)).await?
         }
         (None, None) => builder.connect_with(&reset.wrap(Tcp)).await?,

@@ -24,7 +24,7 @@ use chitchat_core::{
 use chitchat_examples::{
     parse_delimiter, parse_receive_rate, parse_timeout, Timeout, TimeoutFlags,
 };
-use chitchat_tokio::{Server, TlsServer, Unix};
+use chitchat_tokio::{Server, TlsBinder, Unix};
 use clap::Parser;
 use futures::StreamExt;
 
@@ -94,7 +94,7 @@ struct Args {
 
     /// With TLS: handshakes in progress at once (at least 1); past it new
     /// connections wait in the listen backlog.
-    #[arg(long, value_name = "N", default_value_t = TlsServer::DEFAULT_MAX_HANDSHAKES)]
+    #[arg(long, value_name = "N", default_value_t = TlsBinder::DEFAULT_MAX_HANDSHAKES)]
     max_handshakes: usize,
 }
 
@@ -150,7 +150,7 @@ async fn run() -> anyhow::Result<ExitCode> {
             let read = |path: &std::path::Path| {
                 std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
             };
-            let tls = TlsServer::from_pem(&read(cert)?, &read(key)?)
+            let tls = TlsBinder::from_pem(&read(cert)?, &read(key)?)
                 .context("invalid TLS certificate or key")?
                 .handshake_timeout(args.handshake_timeout.0)
                 .max_handshakes(args.max_handshakes);
