@@ -795,3 +795,21 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         "non-string panic payload".to_owned()
     }
 }
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    /// Every idle connection of a server is one task holding a `Driver`: its size
+    /// is most of what an idle connection costs (BENCHMARKS.md has the whole
+    /// account), so it only grows on purpose.
+    #[test]
+    fn an_idle_tcp_connection_task_stays_small() {
+        assert!(
+            size_of::<crate::TcpConn>() <= 48,
+            "{}",
+            size_of::<crate::TcpConn>()
+        );
+        let driver = size_of::<super::Driver<crate::TcpConn, ()>>();
+        assert!(driver <= 320, "{driver}");
+    }
+}

@@ -13,9 +13,13 @@
 //! - `src/bin/baseline_*.rs`: the echo servers written without the library that
 //!   bench compares `echo_server` with.
 //! - [`baseline`]: the baselines' shared flag and accept loop.
+//! - `src/bin/fanout.rs`: many idle connections on one server: accept time,
+//!   memory per connection, and one broadcast to all of them.
 //! - [`procfs`]: the one reader of Linux's `/proc` (CPU time, run-queue wait,
 //!   memory, open files, the machine).
+//! - [`sockets`]: the open-file limit, and dialing from many loopback addresses.
 #![deny(missing_docs)]
 
 pub mod baseline;
 pub mod procfs;
+pub mod sockets;

@@ -27,6 +27,13 @@ pub trait ReadinessIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {
         let _ = keepalive;
         Ok(())
     }
+    /// `(local, peer)` as the system reports them, for the sockets whose addresses
+    /// are not kept (TCP).
+    #[doc(hidden)]
+    fn addrs(&self, local: bool) -> io::Result<Addr> {
+        let _ = local;
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 macro_rules! readiness_io {
@@ -45,6 +52,10 @@ macro_rules! readiness_io {
                 fn set_keepalive(&self, keepalive: Option<Keepalive>) -> io::Result<()> {
                     $keepalive(self, keepalive)
                 }
+                fn addrs(&self, local: bool) -> io::Result<Addr> {
+                    let addr = if local { self.local_addr() } else { self.peer_addr() };
+                    addr.map(Addr::from)
+                }
             )?
         }
     };
@@ -54,20 +65,33 @@ readiness_io!(TcpStream, keepalive: super::tcp::set_keepalive);
 readiness_io!(UnixStream);
 
 /// One connection over a tokio socket: [`TcpConn`](crate::TcpConn) or
-/// [`UnixConn`](crate::UnixConn). The addresses are read once, when it is made.
+/// [`UnixConn`](crate::UnixConn).
+///
+/// A TCP connection asks the system for its addresses when asked (they are not
+/// kept: each idle connection of a server would carry two addresses it never
+/// reads); a Unix connection keeps the names it was made with (an unnamed peer's
+/// is made up at accept, the system has none).
 #[derive(Debug)]
 pub struct StreamConn<S> {
     stream: S,
-    local: Addr,
-    peer: Addr,
+    /// `[local, peer]`, for sockets whose system addresses do not say it all.
+    names: Option<Box<[Addr; 2]>>,
 }
 
 impl<S> StreamConn<S> {
+    /// A connection whose addresses the system reports.
+    pub(crate) fn asking_the_system(stream: S) -> Self {
+        StreamConn {
+            stream,
+            names: None,
+        }
+    }
+
+    /// A connection that keeps the addresses it was made with.
     pub(crate) fn with_addrs(stream: S, local: Addr, peer: Addr) -> Self {
         StreamConn {
             stream,
-            local,
-            peer,
+            names: Some(Box::new([local, peer])),
         }
     }
 
@@ -84,11 +108,17 @@ impl<S> StreamConn<S> {
 
 impl<S: ReadinessIo> Connection for StreamConn<S> {
     fn local_addr(&self) -> io::Result<Addr> {
-        Ok(self.local)
+        match &self.names {
+            Some(names) => Ok(names[0]),
+            None => self.stream.addrs(true),
+        }
     }
 
     fn peer_addr(&self) -> io::Result<Addr> {
-        Ok(self.peer)
+        match &self.names {
+            Some(names) => Ok(names[1]),
+            None => self.stream.addrs(false),
+        }
     }
 
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

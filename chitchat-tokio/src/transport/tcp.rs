@@ -37,12 +37,13 @@ impl StreamConn<TcpStream> {
     /// Wraps a connected tokio stream (sets `TCP_NODELAY`).
     ///
     /// # Errors
-    /// When the socket's addresses cannot be read (it is already gone).
+    /// When the socket is no longer connected.
     pub fn new(stream: TcpStream) -> io::Result<Self> {
         // Failing to set NODELAY costs latency, not correctness.
         let _ = stream.set_nodelay(true);
-        let (local, peer) = (stream.local_addr()?, stream.peer_addr()?);
-        Ok(StreamConn::with_addrs(stream, local.into(), peer.into()))
+        // Fails now rather than at the first use of the address.
+        stream.peer_addr()?;
+        Ok(StreamConn::asking_the_system(stream))
     }
 }
 
@@ -111,9 +112,7 @@ impl Listener for TcpAcceptor {
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpConn, Addr)>> {
         let (stream, peer) = ready!(self.listener.poll_accept(cx))?;
         let _ = stream.set_nodelay(true);
-        let local = stream.local_addr()?.into();
-        let conn = StreamConn::with_addrs(stream, local, peer.into());
-        Poll::Ready(Ok((conn, peer.into())))
+        Poll::Ready(Ok((StreamConn::asking_the_system(stream), peer.into())))
     }
 
     fn local_addr(&self) -> io::Result<Addr> {

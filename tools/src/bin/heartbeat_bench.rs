@@ -72,7 +72,8 @@ fn main() -> ExitCode {
 #[tokio::main]
 async fn run() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
-    let fd_limit = raise_fd_limit()?;
+    let fd_limit =
+        chitchat_tools::sockets::raise_fd_limit().context("cannot raise the open-file limit")?;
     // A listener and an accepted probe connection per node, a registration
     // connection per node at startup, and some room.
     let needed = args.nodes * 3 + 64;
@@ -277,26 +278,6 @@ impl Drop for Master {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Raises this process's open-file soft limit to the hard limit; returns it. The
-/// master child inherits it.
-fn raise_fd_limit() -> anyhow::Result<usize> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write one `rlimit` we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err(std::io::Error::last_os_error()).context("getrlimit");
-        }
-        limit.rlim_cur = limit.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-            return Err(std::io::Error::last_os_error()).context("setrlimit");
-        }
-    }
-    Ok(usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
 }
 
 fn millis(duration: Duration) -> u64 {

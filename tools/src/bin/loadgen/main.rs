@@ -51,7 +51,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use chitchat_tools::procfs;
+use chitchat_tools::{procfs, sockets};
 use clap::Parser;
 use futures::future::join_all;
 use tokio::net::TcpStream;
@@ -118,6 +118,13 @@ struct Args {
     /// Connection attempts in flight at once while connecting.
     #[arg(long, value_name = "N", default_value_t = 256)]
     connect_batch: usize,
+
+    /// Against an IPv4 loopback server, connections per source address: clients
+    /// dial from 127.0.0.1, then 127.0.0.2, … each holding at most this many, so a
+    /// run stays under a server's per-IP connection limit (chitchat's default is
+    /// 1 024) and its ephemeral ports.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    per_source_ip: usize,
 }
 
 /// Like `chitchat_examples::parse_secs`, zero allowed (no warm-up).
@@ -137,8 +144,8 @@ fn run() -> anyhow::Result<ExitCode> {
     if !(1..=MAX_SIZE).contains(&args.size) {
         bail!("--size must be 1..={MAX_SIZE} bytes, got {}", args.size);
     }
-    if args.clients == 0 || args.depth == 0 || args.connect_batch == 0 {
-        bail!("--clients, --depth and --connect-batch must be at least 1");
+    if args.clients == 0 || args.depth == 0 || args.connect_batch == 0 || args.per_source_ip == 0 {
+        bail!("--clients, --depth, --connect-batch and --per-source-ip must be at least 1");
     }
     check_fd_limit(args.clients)?;
     // One thread: pinned to one core, it is one core's worth of load, and shared
@@ -177,16 +184,22 @@ fn check_fd_limit(clients: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens `count` connections, `batch` attempts at a time.
+/// Opens `count` connections, `batch` attempts at a time; to an IPv4 loopback
+/// address, from `per_ip` connections per loopback source address.
 async fn connect_all(
     addr: SocketAddr,
     count: usize,
     batch: usize,
+    per_ip: usize,
 ) -> anyhow::Result<Vec<TcpStream>> {
     let mut streams = Vec::with_capacity(count);
     while streams.len() < count {
         let attempts = batch.min(count - streams.len());
-        let results = join_all((0..attempts).map(|_| TcpStream::connect(addr))).await;
+        let first = streams.len();
+        let results = join_all(
+            (first..first + attempts).map(|client| sockets::connect_from(addr, client / per_ip)),
+        )
+        .await;
         for result in results {
             let stream = result.with_context(|| format!("cannot connect to {addr}"))?;
             // Frames are written whole, in batches: Nagle would only add latency.
@@ -251,7 +264,13 @@ async fn drive(args: &Args) -> anyhow::Result<Report> {
         .and_then(|pid| procfs::status_kib(pid, "VmRSS").ok());
 
     let started = Instant::now();
-    let streams = connect_all(args.addr, args.clients, args.connect_batch).await?;
+    let streams = connect_all(
+        args.addr,
+        args.clients,
+        args.connect_batch,
+        args.per_source_ip,
+    )
+    .await?;
     let connect = started.elapsed();
 
     let progress = spawn_progress(shared.clone(), args.warmup + args.duration);
