@@ -501,7 +501,10 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         if self.read_buf.len() == unread {
             self.read_buf.advance(extent.wire_len);
         }
-        self.after_handler(outcome, request);
+        // The common case, a frame handled with nothing asked, costs no call.
+        if outcome.is_err() || request.is_some() {
+            self.after_handler(outcome, request);
+        }
     }
 
     /// Acts on what a handler call asked for, or on its panic.

@@ -28,6 +28,16 @@ impl<S: ?Sized, H: Handler<S>> ErasedHandler<S> for H {
 
     #[inline]
     fn on_frame(&self, ctx: &mut dyn ReadContext<S>, conn: &mut ConnState, frame: Frame<'_>) {
+        if std::mem::size_of::<H::Conn>() == 0 {
+            // A handler without per-connection state (closures): nothing to look
+            // up, so no type check on every frame.
+            // SAFETY: a reference to a zero-sized type needs only to be non-null
+            // and aligned, which `dangling` is; it reads and writes no byte. The
+            // value itself (made by `on_open`) stays in the box for the close.
+            let unit = unsafe { &mut *std::ptr::NonNull::<H::Conn>::dangling().as_ptr() };
+            Handler::on_frame(self, ctx, unit, frame);
+            return;
+        }
         // The state was made by `on_open` above, from this same handler.
         if let Some(conn) = conn.downcast_mut::<H::Conn>() {
             Handler::on_frame(self, ctx, conn, frame);

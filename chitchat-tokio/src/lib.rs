@@ -16,7 +16,9 @@
 //!   bytes held in unfinished frames.
 //! - `inbound`: the frames a client without a handler keeps for its `Stream`.
 //! - `report`, `stats`, `timeouts`, `shutdown`: events and error counts, counters,
-//!   live timeouts, cut and graceful drain.
+//!   live timeouts, cut and graceful drain; `clock`: the 8-byte time stamps a
+//!   connection keeps its deadlines in.
+//! - `builder`: the per-connection setters the server and client builders share.
 //! - `transport`: the transports: [`Tcp`], [`Unix`], TLS (feature `tls`), and
 //!   [`StreamConn`], a tokio socket as a connection.
 //! - `codec`: [`FrameCodec`], the same framing as a tokio-util `Decoder`/`Encoder`.
@@ -65,8 +67,10 @@
 //!
 //! # Memory per connection
 //! What one connection can hold, by configuration (`ConnConfig`):
-//! - idle: no read or write buffer, only its task and bookkeeping (a few hundred
-//!   bytes plus the socket; see BENCHMARKS.md for the measured figure);
+//! - idle: no read or write buffer, only its task, its handle, its registry entry
+//!   and its timer, and tokio's registration of the socket (about 1.4 KiB in all,
+//!   of which tokio's socket registration is about 470 B: BENCHMARKS.md has the
+//!   account), plus the kernel's socket;
 //! - reading: the read buffer, at most `max_frame_len` + one read (64 KiB) while a
 //!   frame is unfinished; all unfinished frames of a server together are bounded
 //!   by `partial_frame_budget` (counted by buffer capacity);

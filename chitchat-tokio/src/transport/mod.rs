@@ -3,6 +3,7 @@
 //! (`server`, `client`, `conn`) never names one of them but the default, TCP.
 //!
 //! - `readiness`: [`StreamConn`], a TCP or Unix socket as a connection.
+//! - `keepalive`: TCP keepalive as a socket option, for TCP and TLS.
 //! - `tcp`: [`Tcp`], TCP with a configurable backlog and `TCP_NODELAY`.
 //! - `unix`: [`Unix`], Unix domain sockets (paths and Linux abstract names).
 //! - `tls` (feature `tls`): TLS over TCP with rustls.
@@ -11,6 +12,7 @@
 
 #[cfg(feature = "tls")]
 mod handshake;
+mod keepalive;
 mod readiness;
 mod tcp;
 #[cfg(feature = "tls")]

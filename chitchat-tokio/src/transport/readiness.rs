@@ -61,7 +61,7 @@ macro_rules! readiness_io {
     };
 }
 
-readiness_io!(TcpStream, keepalive: super::tcp::set_keepalive);
+readiness_io!(TcpStream, keepalive: super::keepalive::apply);
 readiness_io!(UnixStream);
 
 /// One connection over a tokio socket: [`TcpConn`](crate::TcpConn) or

@@ -9,8 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::task::{ready, Context, Poll};
 
-use chitchat_core::{Addr, BindOptions, Binder, Connector, Keepalive, Listener};
-use socket2::{SockRef, TcpKeepalive};
+use chitchat_core::{Addr, BindOptions, Binder, Connector, Listener};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use super::readiness::StreamConn;
@@ -45,31 +44,6 @@ impl StreamConn<TcpStream> {
         stream.peer_addr()?;
         Ok(StreamConn::asking_the_system(stream))
     }
-}
-
-/// Applies `keepalive` to a TCP socket: probes as it says, or none.
-pub(super) fn set_keepalive(stream: &TcpStream, keepalive: Option<Keepalive>) -> io::Result<()> {
-    let socket = SockRef::from(stream);
-    let Some(keepalive) = keepalive else {
-        return socket.set_keepalive(false);
-    };
-    let params = TcpKeepalive::new().with_time(keepalive.idle);
-    // Where the interval and count can be set; elsewhere the system's stay.
-    #[cfg(any(
-        target_os = "android",
-        target_os = "dragonfly",
-        target_os = "freebsd",
-        target_os = "fuchsia",
-        target_os = "illumos",
-        target_os = "ios",
-        target_os = "linux",
-        target_os = "macos",
-        target_os = "netbsd",
-    ))]
-    let params = params
-        .with_interval(keepalive.interval)
-        .with_retries(keepalive.retries);
-    socket.set_tcp_keepalive(&params)
 }
 
 fn inet(addr: &Addr) -> io::Result<SocketAddr> {

@@ -29,7 +29,8 @@ use tokio_rustls::rustls::{self, crypto::ring, ClientConfig, RootCertStore, Serv
 use tokio_rustls::{TlsAcceptor, TlsStream};
 
 use super::handshake::{Established, HandshakeIo, HandshakeLimits, Handshakes};
-use super::tcp::{set_keepalive, Tcp, TcpAcceptor};
+use super::keepalive;
+use super::tcp::{Tcp, TcpAcceptor};
 
 /// Connections accepted in one call of `poll_accept` before it yields to the other
 /// tasks of its worker: a flood of connections must not keep the accept loop busy
@@ -333,6 +334,6 @@ impl Connection for TlsConn {
     }
 
     fn set_keepalive(&mut self, keepalive: Option<Keepalive>) -> io::Result<()> {
-        set_keepalive(self.stream.get_ref().0.get_ref(), keepalive)
+        keepalive::apply(self.stream.get_ref().0.get_ref(), keepalive)
     }
 }

@@ -16,6 +16,12 @@
 //! or `dead` during the window is reported, since it would mean the machine, not
 //! the nodes, failed.
 //!
+//! The nodes all register from 127.0.0.1, so the master is started with
+//! `--register-rate` at the node count (its default, 100 a second per address, would
+//! make the start of a large run take minutes) and `--max-nodes` at least the node
+//! count. `--key-file` gives master and nodes one cluster key: every message signed
+//! and checked.
+//!
 //! File descriptors: the master holds one probe connection per node, this process
 //! a listener and the accepted probe connection per node, plus short-lived
 //! registration connections. Both raise their soft limit to the hard one; with the
@@ -56,6 +62,11 @@ struct Args {
     /// Time between two probe rounds (the master's and the nodes' setting).
     #[arg(long, value_name = "MS", default_value_t = 3000)]
     probe_interval_ms: u64,
+
+    /// A cluster key file for the master and every node (see `heartbeat master
+    /// --help` for how to make one).
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<PathBuf>,
 }
 
 /// Bound on the start of the master and on all nodes joining.
@@ -95,9 +106,25 @@ async fn run() -> anyhow::Result<ExitCode> {
     }
     let mut config = HeartbeatConfig::default();
     config.probe_interval = Duration::from_millis(args.probe_interval_ms);
+    if let Some(path) = &args.key_file {
+        config.keyring = Some(
+            chitchat_heartbeat::Keyring::load(path)
+                .with_context(|| format!("cannot load the key file {}", path.display()))?,
+        );
+    }
 
-    let interval = args.probe_interval_ms.to_string();
-    let mut master = Master::spawn(&master_bin, &interval)?;
+    let mut master_args = vec![
+        "--probe-interval-ms".to_owned(),
+        args.probe_interval_ms.to_string(),
+        "--register-rate".to_owned(),
+        args.nodes.max(100).to_string(),
+        "--max-nodes".to_owned(),
+        args.nodes.max(config.max_nodes).to_string(),
+    ];
+    if let Some(path) = &args.key_file {
+        master_args.extend(["--key-file".to_owned(), path.display().to_string()]);
+    }
+    let mut master = Master::spawn(&master_bin, &master_args)?;
     let addr = master.addr;
     println!(
         "heartbeat_bench: master {} (pid {}) with {} nodes on loopback TCP, probe every {} ms, timeout {} ms",
@@ -210,15 +237,10 @@ struct Master {
 }
 
 impl Master {
-    fn spawn(bin: &PathBuf, interval: &str) -> anyhow::Result<Master> {
+    fn spawn(bin: &PathBuf, extra: &[String]) -> anyhow::Result<Master> {
         let mut child = Command::new(bin)
-            .args([
-                "master",
-                "--listen",
-                "127.0.0.1:0",
-                "--probe-interval-ms",
-                interval,
-            ])
+            .args(["master", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
