@@ -121,6 +121,26 @@ pub(crate) struct Driver<C, S> {
     announced: bool,
 }
 
+/// The handler's context, built from a driver's fields one by one, so that the
+/// caller may borrow its other fields (the read buffer a frame is lent from).
+macro_rules! handler_ctx {
+    ($driver:ident, $frame:expr, $writable:expr, $request:expr) => {
+        Ctx {
+            frame: $frame,
+            shared: &$driver.shared,
+            conn: &$driver.conn,
+            hub: &$driver.params.hub,
+            framer: &$driver.framer,
+            out: &mut $driver.out,
+            unpublished: &mut $driver.unpublished,
+            frames_out: &mut $driver.stats.frames_out,
+            writable: $writable,
+            request: $request,
+            state: &*$driver.params.state,
+        }
+    };
+}
+
 impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
     pub(crate) fn new(mut conn: C, shared: ConnHandle, params: Arc<ConnParams<S>>) -> Self {
         // Without keepalive a vanished peer is noticed later, by a timeout: not worth
@@ -444,25 +464,9 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         call: impl FnOnce(&dyn ErasedHandler<S>, &mut Ctx<'_, S, C>, &mut Option<ConnState>) -> R,
     ) -> (std::thread::Result<R>, Option<Request>) {
         let mut request = None;
-        // Field-by-field borrows: the handler gets the output buffer itself.
-        let params = &*self.params;
-        let mut ctx = Ctx {
-            frame,
-            shared: &self.shared,
-            conn: &self.conn,
-            hub: &params.hub,
-            framer: &self.framer,
-            out: &mut self.out,
-            unpublished: &mut self.unpublished,
-            frames_out: &mut self.stats.frames_out,
-            writable,
-            request: &mut request,
-            state: &*params.state,
-        };
-        let conn_state = &mut self.conn_state;
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            call(&*params.handler, &mut ctx, conn_state)
-        }));
+        let mut ctx = handler_ctx!(self, frame, writable, &mut request);
+        let (handler, conn_state) = (&*self.params.handler, &mut self.conn_state);
+        let outcome = catch_unwind(AssertUnwindSafe(|| call(handler, &mut ctx, conn_state)));
         (outcome, request)
     }
 
@@ -481,22 +485,27 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
     }
 
     /// Calls the handler with the frame lent in place; it stays in the read buffer
-    /// unless the handler takes it, and is skipped afterwards.
+    /// unless the handler takes it, and is skipped afterwards. The hot path: the
+    /// context is built here from field borrows, beside the frame's borrow of the
+    /// read buffer.
     fn deliver(&mut self, extent: FrameExtent) {
         self.stats.frames_in += 1;
         let unread = self.read_buf.len();
-        let range = self.read_buf[..extent.payload_len].as_ptr_range();
         let writable = self.phase == Phase::Open;
-        // The frame borrows the read buffer while the context borrows the rest.
-        let mut read_buf = std::mem::take(&mut self.read_buf);
-        let (outcome, request) = self.with_ctx(range, writable, |handler, ctx, conn| {
-            let frame = lend_frame(&mut read_buf, extent);
-            match conn {
-                Some(state) => handler.on_frame(ctx, state, frame),
-                None => unreachable!("frames are delivered only after the open hook"),
-            }
-        });
-        self.read_buf = read_buf;
+        let mut request = None;
+        let outcome = {
+            let frame = lend_frame(&mut self.read_buf, extent);
+            let range = frame.as_ptr_range();
+            let mut ctx = handler_ctx!(self, range, writable, &mut request);
+            let handler = &*self.params.handler;
+            // Frames are delivered only after the open hook made the state.
+            let conn_state = &mut self.conn_state;
+            catch_unwind(AssertUnwindSafe(|| {
+                if let Some(state) = conn_state {
+                    handler.on_frame(&mut ctx, state, frame);
+                }
+            }))
+        };
         // A handler that kept the frame (`Frame::into_bytes`) took it out already.
         if self.read_buf.len() == unread {
             self.read_buf.advance(extent.wire_len);
