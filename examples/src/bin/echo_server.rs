@@ -28,6 +28,10 @@ use chitchat_tokio::{Server, TlsBinder, Unix};
 use clap::Parser;
 use futures::StreamExt;
 
+/// Events kept for the error log: a flood of thousands of refused or failed
+/// connections is printed whole unless stderr falls this far behind.
+const ERROR_LOG_CAPACITY: usize = 16 * 1024;
+
 /// How long queued replies may take to go out at shutdown before the connections
 /// still open are dropped: long enough for any reply on a live network, short enough
 /// that Ctrl-C feels immediate.
@@ -128,6 +132,9 @@ async fn run() -> anyhow::Result<ExitCode> {
         .frame_timeout(args.timeouts.frame_timeout.0)
         .write_timeout(args.timeouts.write_timeout.0)
         .min_receive_rate(args.min_receive_rate)
+        // Room for a flood's errors while stderr catches up (events are about 100
+        // bytes: 1.6 MiB at most).
+        .event_capacity(ERROR_LOG_CAPACITY)
         .on_frame(|ctx, frame| {
             // `reply` appends the delimiter, and writes any frame back byte for byte.
             // It fails when the client does not read its replies (the engine then
@@ -188,9 +195,18 @@ async fn run() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints every error to stderr; each names its peer.
+/// Prints every error to stderr; each names its peer. If the printing falls more
+/// than the queue's capacity behind a flood, says how many it lost.
 async fn log_errors(mut events: Events<ConnEvent>) {
+    let mut lost = 0;
     while let Some(event) = events.next().await {
+        if events.dropped() > lost {
+            eprintln!(
+                "warning: {} events not printed: the log fell behind",
+                events.dropped() - lost
+            );
+            lost = events.dropped();
+        }
         if let Some(err) = event.as_error() {
             eprintln!("error: {err}");
         }
