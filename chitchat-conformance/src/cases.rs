@@ -875,7 +875,8 @@ pub async fn max_connections_refuses_extra_peers<H: Harness>(h: &H) {
         read_frame(&mut peer).await;
         served.push(peer);
     }
-    // Over TLS the refusal already fails the handshake, so connecting may fail.
+    // Over TLS the refusal closes the session right after its handshake, so
+    // connecting may fail.
     if let Ok(Ok(mut extra)) = timeout(
         PROMPT,
         RawPeer::connect(h.connector(), &server.local_addr()),
@@ -963,7 +964,11 @@ pub async fn stats_count_connections_traffic_and_errors<H: Harness>(h: &H) {
     // A closed connection holds its slot until its socket is released.
     until(|| server.connection_count() == 1).await;
     let mut extra = raw(h, server.local_addr()).await;
-    // Refused: one slot was free for `extra`. (Over TLS the handshake fails.)
+    // Over TLS a client's handshake is done before the server's (the listener
+    // reads the client's last message after the client returned): wait until
+    // `extra` holds its slot, or the third could take it first.
+    until(|| server.connection_count() == 2).await;
+    // Refused: one slot was free for `extra`.
     if let Ok(Ok(mut third)) = timeout(
         PROMPT,
         RawPeer::connect(h.connector(), &server.local_addr()),
