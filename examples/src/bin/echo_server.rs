@@ -28,10 +28,6 @@ use chitchat_tokio::{Server, TlsBinder, Unix};
 use clap::Parser;
 use futures::StreamExt;
 
-/// Events kept for the error log: a flood of thousands of refused or failed
-/// connections is printed whole unless stderr falls this far behind.
-const ERROR_LOG_CAPACITY: usize = 16 * 1024;
-
 /// How long queued replies may take to go out at shutdown before the connections
 /// still open are dropped: long enough for any reply on a live network, short enough
 /// that Ctrl-C feels immediate.
@@ -132,9 +128,6 @@ async fn run() -> anyhow::Result<ExitCode> {
         .frame_timeout(args.timeouts.frame_timeout.0)
         .write_timeout(args.timeouts.write_timeout.0)
         .min_receive_rate(args.min_receive_rate)
-        // Room for a flood's errors while stderr catches up (events are about 100
-        // bytes: 1.6 MiB at most).
-        .event_capacity(ERROR_LOG_CAPACITY)
         .on_frame(|ctx, frame| {
             // `reply` appends the delimiter, and writes any frame back byte for byte.
             // It fails when the client does not read its replies (the engine then
