@@ -30,6 +30,12 @@ const HALF_HELLO: [u8; 20] = [
 /// Longest a flood may take to be closed beyond its bound on a loaded machine.
 const LATE: Duration = Duration::from_secs(20);
 
+/// How much more the server may hold after a second flood of 1 500 failed
+/// handshakes than after the first, in KiB: half of what keeping the first
+/// flood's handshakes would cost (about 17 KiB each), well above what the
+/// allocator keeps from a busier peak (up to 5 MiB seen with both cores busy).
+const NOT_A_LEAK: u64 = 12 * 1024;
+
 /// A certificate for `localhost` and its key, as PEM files removed on drop.
 struct Certificate {
     cert: PathBuf,
@@ -282,8 +288,10 @@ fn two_floods(
 ///
 /// Pass: each is closed no sooner than 1 s after it connected (those past the cap
 /// wait in the backlog first); each is reported; a real client is served
-/// meanwhile; the second flood reuses the memory of the first (less than 4 MiB
-/// more).
+/// meanwhile; the second flood reuses the memory of the first: less than
+/// `NOT_A_LEAK` more (the allocator keeps what the busiest moment of a flood took,
+/// and under load more handshakes overlap; 1 500 leaked handshakes would hold
+/// 25 MiB).
 #[test]
 fn half_hello_flood_with_flags_is_closed_at_the_given_timeout() {
     raise_fd_limit(8_000);
@@ -309,7 +317,7 @@ fn half_hello_flood_with_flags_is_closed_at_the_given_timeout() {
         *shortest >= Duration::from_secs(1),
         "closed after {shortest:?}"
     );
-    assert!(second < first + 4 * 1024, "RSS {first} -> {second} KiB");
+    assert!(second < first + NOT_A_LEAK, "RSS {first} -> {second} KiB");
 }
 
 /// 2 × 1 500 ClientHellos of 64 KiB (but their last byte) against `echo_server`
@@ -317,7 +325,7 @@ fn half_hello_flood_with_flags_is_closed_at_the_given_timeout() {
 ///
 /// Pass: each is closed at the 16 KiB handshake cap, long before the timeout; the
 /// server's peak memory stays within 40 MiB of where it started (without the cap:
-/// +100 MiB); the second flood reuses the memory of the first (less than 4 MiB
+/// +100 MiB); the second flood reuses the memory of the first (less than `NOT_A_LEAK`
 /// more); a real client is served meanwhile.
 #[test]
 fn oversized_client_hellos_are_cut_at_the_cap() {
@@ -344,7 +352,7 @@ fn oversized_client_hellos_are_cut_at_the_cap() {
         "cut by the cap, not the timeout"
     );
     assert!(peak < before + 40 * 1024, "peak {peak} KiB");
-    assert!(second < first + 4 * 1024, "RSS {first} -> {second} KiB");
+    assert!(second < first + NOT_A_LEAK, "RSS {first} -> {second} KiB");
 }
 
 /// A ClientHello of nearly 64 KiB in four records, all but its last byte.
