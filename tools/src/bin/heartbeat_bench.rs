@@ -1,6 +1,7 @@
 //! What a master costs: runs `heartbeat master` as a child process, registers N
-//! nodes with it from this process over loopback TCP, and measures the master's CPU
-//! share and memory while it probes them at the default 3 s interval.
+//! nodes with it from child processes of this binary over loopback TCP, and
+//! measures the master's CPU share and memory while it probes them at the default
+//! 3 s interval.
 //!
 //! ```text
 //! cargo build --release -p chitchat-examples --bin heartbeat -p chitchat-tools --bin heartbeat_bench
@@ -16,33 +17,61 @@
 //! or `dead` during the window is reported, since it would mean the machine, not
 //! the nodes, failed.
 //!
-//! The nodes all register from 127.0.0.1, so the master is started with
-//! `--register-rate` at the node count (its default, 100 a second per address, would
-//! make the start of a large run take minutes) and `--max-nodes` at least the node
-//! count. `--key-file` gives master and nodes one cluster key: every message signed
-//! and checked.
+//! # Node processes
 //!
-//! File descriptors: the master holds one probe connection per node, this process
-//! a listener and the accepted probe connection per node, plus short-lived
-//! registration connections. Both raise their soft limit to the hard one; with the
-//! usual 20 000, 1000 nodes take about 3000 here and 1000 in the master.
+//! The nodes run in `--node-processes` children of this binary, each started as
+//! `heartbeat_bench --node-process FIRST..END --master ADDR` (hidden flags) with
+//! nodes `FIRST` to `END - 1`. A node process raises its open-file soft limit to the
+//! hard one and needs about 3 descriptors per node (its listener, the accepted probe
+//! connection, a registration connection while it registers), so by default there
+//! are as few processes as that limit allows: with the usual 20 000, one per 6 645
+//! nodes. A master needs one descriptor per node, so this lets one master be
+//! measured up to its own limit. A node process prints `started N` once its nodes
+//! are up, then a `tally ...` line every second (how many nodes stand where, probes
+//! answered); the parent sums them. It exits when its standard input closes (the
+//! parent holds the other end), and the kernel kills it, and the master, when the
+//! parent dies: no process outlives a run.
+//!
+//! # Addresses
+//!
+//! Node `i` listens on its own loopback address, `127.1.x.y` with `x = i / 254` and
+//! `y = i % 254 + 1`: each has its own ports, so 20 000 listeners do not crowd
+//! 127.0.0.1's ephemeral range, which the master's probe connections and the
+//! registrations draw from. The nodes register from 127.0.0.1 (the system picks the
+//! source), so the master is started with `--allow-foreign-probe-addrs` (the probe
+//! address is not the registering host's), `--register-rate` at the node count
+//! (its default, 100 a second per address, would make the start of a large run take
+//! minutes) and `--max-nodes` at least the node count. `--key-file` gives master and
+//! nodes one cluster key: every message signed and checked.
+//!
+//! # File descriptors
+//!
+//! The master holds one probe connection per node, up to
+//! `registration_connections` (1024) registration connections and a reserve of 64:
+//! `heartbeat master` lowers `--max-nodes` to fit its limit, 18 912 under 20 000.
+//! This binary refuses a node count the master would not take.
 
-use std::io::{BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use chitchat_heartbeat::{HeartbeatConfig, Node, NodeId};
+use chitchat_heartbeat::{HeartbeatConfig, MemberStatus, Node, NodeId};
 use chitchat_tokio::Tcp;
 use chitchat_tools::procfs;
 use clap::Parser;
 
 /// Runs a `heartbeat master` child with N nodes and reports its CPU share and RSS.
+///
+/// The nodes run in child processes of this binary (see `--node-processes`); every
+/// child, master or nodes, is killed when this process ends.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -67,13 +96,41 @@ struct Args {
     /// --help` for how to make one).
     #[arg(long, value_name = "PATH")]
     key_file: Option<PathBuf>,
+
+    /// Child processes the nodes are spread over, in even ranges. Each re-runs this
+    /// binary as `heartbeat_bench --node-process FIRST..END --master ADDR` (hidden
+    /// flags), raises its open-file soft limit to the hard one and needs about 3
+    /// descriptors per node; it exits when this process ends. [default: as few as
+    /// the open-file limit allows, one per 6 645 nodes under 20 000]
+    #[arg(long, value_name = "N")]
+    node_processes: Option<usize>,
+
+    /// Run as a node process: nodes FIRST to END - 1, registering with `--master`.
+    #[arg(long, value_name = "FIRST..END", hide = true, value_parser = parse_range, requires = "master")]
+    node_process: Option<Range<usize>>,
+
+    /// The master a node process registers with.
+    #[arg(long, value_name = "ADDR", hide = true)]
+    master: Option<SocketAddr>,
 }
 
-/// Bound on the start of the master and on all nodes joining.
+/// Bound on the start of the master, of the node processes, and on all nodes
+/// joining.
 const STARTUP: Duration = Duration::from_secs(60);
 
 /// The states a master's event line may carry, counted as they come.
 const STATES: [&str; 5] = ["joined", "suspect", "alive", "dead", "left"];
+
+/// Descriptors a node takes in a node process: its listener, the accepted probe
+/// connection, and a registration connection while it registers.
+const FDS_PER_NODE: usize = 3;
+
+/// Descriptors a node process keeps beyond its nodes': stdio, the runtime's own.
+const NODE_PROCESS_RESERVE: usize = 64;
+
+/// Descriptors `heartbeat master` keeps beyond its nodes' and its registrations'
+/// (`FD_RESERVE` in `examples/src/bin/heartbeat/master.rs`).
+const MASTER_FD_RESERVE: usize = 64;
 
 fn main() -> ExitCode {
     chitchat_examples::init_tracing();
@@ -85,16 +142,54 @@ async fn run() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     let fd_limit =
         chitchat_tools::sockets::raise_fd_limit().context("cannot raise the open-file limit")?;
-    // A listener and an accepted probe connection per node, a registration
-    // connection per node at startup, and some room.
-    let needed = args.nodes * 3 + 64;
-    if needed > fd_limit {
+    let mut config = HeartbeatConfig::default();
+    config.probe_interval = Duration::from_millis(args.probe_interval_ms);
+    if let Some(path) = &args.key_file {
+        config.keyring = Some(
+            chitchat_heartbeat::Keyring::load(path)
+                .with_context(|| format!("cannot load the key file {}", path.display()))?,
+        );
+    }
+    match (&args.node_process, args.master) {
+        (Some(range), Some(master)) => node_process(range.clone(), master, config, fd_limit).await,
+        _ => bench(args, config, fd_limit).await,
+    }
+}
+
+/// The parent: the master, the node processes, the measurement.
+async fn bench(args: Args, config: HeartbeatConfig, fd_limit: usize) -> anyhow::Result<ExitCode> {
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    let master_room = fd_limit.saturating_sub(config.registration_connections + MASTER_FD_RESERVE);
+    if args.nodes > master_room {
         bail!(
-            "{} nodes need about {needed} file descriptors in this process; the limit is {fd_limit}",
+            "{} nodes do not fit one master: under the open-file limit {fd_limit} it takes \
+             {master_room} (one probe connection per node, plus {} registration connections \
+             and {MASTER_FD_RESERVE} in reserve)",
+            args.nodes,
+            config.registration_connections
+        );
+    }
+    let per_process = nodes_per_process(fd_limit);
+    let processes = args
+        .node_processes
+        .unwrap_or_else(|| default_processes(args.nodes, fd_limit));
+    if processes == 0 || processes > args.nodes {
+        bail!(
+            "--node-processes must be from 1 to the node count ({})",
             args.nodes
         );
     }
-    let master_bin = match args.master_bin {
+    if args.nodes.div_ceil(processes) > per_process {
+        bail!(
+            "{} nodes in {processes} process(es): {} in one, but a process holds {per_process} \
+             under the open-file limit {fd_limit} (about {FDS_PER_NODE} descriptors a node)",
+            args.nodes,
+            args.nodes.div_ceil(processes)
+        );
+    }
+    let master_bin = match args.master_bin.clone() {
         Some(path) => path,
         None => std::env::current_exe()?.with_file_name("heartbeat"),
     };
@@ -102,14 +197,6 @@ async fn run() -> anyhow::Result<ExitCode> {
         bail!(
             "no master binary at {} (build it: cargo build --release -p chitchat-examples --bin heartbeat)",
             master_bin.display()
-        );
-    }
-    let mut config = HeartbeatConfig::default();
-    config.probe_interval = Duration::from_millis(args.probe_interval_ms);
-    if let Some(path) = &args.key_file {
-        config.keyring = Some(
-            chitchat_heartbeat::Keyring::load(path)
-                .with_context(|| format!("cannot load the key file {}", path.display()))?,
         );
     }
 
@@ -120,36 +207,59 @@ async fn run() -> anyhow::Result<ExitCode> {
         args.nodes.max(100).to_string(),
         "--max-nodes".to_owned(),
         args.nodes.max(config.max_nodes).to_string(),
+        "--allow-foreign-probe-addrs".to_owned(),
     ];
     if let Some(path) = &args.key_file {
         master_args.extend(["--key-file".to_owned(), path.display().to_string()]);
     }
+    println!(
+        "load average: {}",
+        procfs::load_average().unwrap_or_default()
+    );
     let mut master = Master::spawn(&master_bin, &master_args)?;
     let addr = master.addr;
+
+    let started = Instant::now();
+    let mut children = Vec::with_capacity(processes);
+    for k in 0..processes {
+        let range = (k * args.nodes / processes)..((k + 1) * args.nodes / processes);
+        children.push(NodeProcess::spawn(range, addr, &args)?);
+    }
+    let pids: Vec<String> = children.iter().map(|c| c.pid().to_string()).collect();
     println!(
-        "heartbeat_bench: master {} (pid {}) with {} nodes on loopback TCP, probe every {} ms, timeout {} ms",
+        "heartbeat_bench: master {} (pid {}) with {} nodes in {processes} node process(es) \
+         (pids {}, up to {per_process} nodes each under the open-file limit {fd_limit}) on \
+         loopback TCP, probe every {} ms, timeout {} ms",
         addr,
         master.child.id(),
         args.nodes,
+        pids.join(" "),
         millis(config.probe_interval),
         millis(config.probe_timeout)
     );
 
-    let started = Instant::now();
-    let mut nodes = Vec::with_capacity(args.nodes);
-    for i in 0..args.nodes {
-        let node = Node::builder(NodeId::new(format!("bench-{i:05}"))?, addr)
-            .listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .config(config.clone())
-            .start(&Tcp, Tcp)
-            .await?;
-        nodes.push(node);
+    let deadline = Instant::now() + STARTUP;
+    loop {
+        for child in &children {
+            child.check_alive()?;
+        }
+        if children.iter().all(NodeProcess::started) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the node processes did not start their nodes within {STARTUP:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let nodes_started_in = started.elapsed();
     let join_deadline = Instant::now() + STARTUP;
     while master.count("joined") < args.nodes as u64 {
+        for child in &children {
+            child.check_alive()?;
+        }
         if Instant::now() > join_deadline {
             bail!(
-                "only {} of {} nodes joined within {STARTUP:?}",
+                "only {} of {} nodes joined within {STARTUP:?} of their start",
                 master.count("joined"),
                 args.nodes
             );
@@ -158,36 +268,57 @@ async fn run() -> anyhow::Result<ExitCode> {
     }
     let joined_in = started.elapsed();
     println!(
-        "joined: {} nodes in {:.2} s",
+        "joined: {} nodes in {:.2} s (all started in {:.2} s)",
         args.nodes,
-        joined_in.as_secs_f64()
+        joined_in.as_secs_f64(),
+        nodes_started_in.as_secs_f64()
     );
     // One more round, so that every node has a prober and an open connection.
     tokio::time::sleep(config.probe_interval + config.probe_timeout).await;
 
     let pid = master.child.id();
+    let nodes_cpu = || -> io::Result<f64> {
+        let mut total = procfs::cpu_time(std::process::id())?.as_secs_f64();
+        for child in &children {
+            total += procfs::cpu_time(child.pid())?.as_secs_f64();
+        }
+        Ok(total)
+    };
     let before = (
         Instant::now(),
         procfs::cpu_time(pid)?.as_secs_f64(),
-        procfs::cpu_time(std::process::id())?.as_secs_f64(),
+        nodes_cpu()?,
     );
+    let tally_before = Tally::sum(&children);
     let counts_before: Vec<u64> = STATES.iter().map(|s| master.count(s)).collect();
     let mut peak_rss = 0;
     let window = Duration::from_secs(args.duration);
     let end = Instant::now() + window;
     while Instant::now() < end {
         peak_rss = peak_rss.max(procfs::status_kib(pid, "VmRSS")?);
+        for child in &children {
+            child.check_alive()?;
+        }
         tokio::time::sleep(Duration::from_secs(1).min(end - Instant::now())).await;
     }
     let after = (
         Instant::now(),
         procfs::cpu_time(pid)?.as_secs_f64(),
-        procfs::cpu_time(std::process::id())?.as_secs_f64(),
+        nodes_cpu()?,
     );
     let rss = procfs::status_kib(pid, "VmRSS")?;
     peak_rss = peak_rss.max(rss);
     let hwm = procfs::status_kib(pid, "VmHWM")?;
     let fds = procfs::open_fds(pid)?;
+    let child_fds: Vec<String> = children
+        .iter()
+        .map(|c| procfs::open_fds(c.pid()).map_or_else(|_| "?".to_owned(), |n| n.to_string()))
+        .collect();
+    let child_rss: u64 = children
+        .iter()
+        .filter_map(|c| procfs::status_kib(c.pid(), "VmRSS").ok())
+        .sum();
+    let tally = Tally::sum(&children);
 
     let wall = (after.0 - before.0).as_secs_f64();
     let master_cpu = after.1 - before.1;
@@ -205,8 +336,21 @@ async fn run() -> anyhow::Result<ExitCode> {
         hwm as f64 / 1024.0
     );
     println!(
-        "nodes (this process): cpu {:.2} % of one core",
-        100.0 * nodes_cpu / wall
+        "nodes ({processes} node process(es) and this one): cpu {:.2} % of one core, rss {:.1} MiB, \
+         open fds {}",
+        100.0 * nodes_cpu / wall,
+        child_rss as f64 / 1024.0,
+        child_fds.join(" ")
+    );
+    println!(
+        "nodes at the end: registered {}, registering {}, master-lost {}, refused {}, \
+         stopped {}; probes answered in the window: about {} (tallies a second apart)",
+        tally.registered,
+        tally.registering,
+        tally.master_lost,
+        tally.refused,
+        tally.stopped,
+        tally.probes_answered - tally_before.probes_answered
     );
     let in_window = |state: &str| {
         let i = STATES.iter().position(|s| *s == state).unwrap_or(0);
@@ -217,9 +361,13 @@ async fn run() -> anyhow::Result<ExitCode> {
         .map(|state| format!("{state} {}", in_window(state)))
         .collect();
     println!("master events in the window: {}", changes.join(", "));
+    println!(
+        "load average: {}",
+        procfs::load_average().unwrap_or_default()
+    );
 
     let failed = in_window("suspect") + in_window("dead");
-    drop(nodes);
+    drop(children);
     master.stop();
     Ok(if failed == 0 {
         ExitCode::SUCCESS
@@ -227,6 +375,281 @@ async fn run() -> anyhow::Result<ExitCode> {
         eprintln!("error: {failed} suspect or dead events: the machine was too busy to measure");
         ExitCode::FAILURE
     })
+}
+
+/// Nodes one node process holds under the open-file limit.
+fn nodes_per_process(fd_limit: usize) -> usize {
+    fd_limit.saturating_sub(NODE_PROCESS_RESERVE) / FDS_PER_NODE
+}
+
+/// As few node processes as the open-file limit allows for `nodes`.
+fn default_processes(nodes: usize, fd_limit: usize) -> usize {
+    nodes.div_ceil(nodes_per_process(fd_limit).max(1)).max(1)
+}
+
+/// Node `i`'s listening address: `127.1.x.y`, `x = i / 254`, `y = i % 254 + 1`
+/// (into 127.2 and on past 65 024 nodes).
+fn node_ip(i: usize) -> Ipv4Addr {
+    let x = i / 254;
+    let [_, _, hi, lo] = u32::try_from(x).unwrap_or(u32::MAX).to_be_bytes();
+    Ipv4Addr::new(127, hi.saturating_add(1), lo, (i % 254 + 1) as u8)
+}
+
+/// `FIRST..END`, `FIRST` < `END`.
+fn parse_range(text: &str) -> Result<Range<usize>, String> {
+    let (first, end) = text
+        .split_once("..")
+        .ok_or_else(|| format!("expected FIRST..END, got {text:?}"))?;
+    let first: usize = first.parse().map_err(|e| format!("{first:?}: {e}"))?;
+    let end: usize = end.parse().map_err(|e| format!("{end:?}: {e}"))?;
+    if first >= end {
+        return Err(format!("{text:?} holds no node"));
+    }
+    Ok(first..end)
+}
+
+/// A node process: starts nodes `range`, prints `started N`, then a tally line
+/// every second until its standard input closes.
+async fn node_process(
+    range: Range<usize>,
+    master: SocketAddr,
+    config: HeartbeatConfig,
+    fd_limit: usize,
+) -> anyhow::Result<ExitCode> {
+    // The parent holds the other end of stdin: when it ends, however it ends, this
+    // read returns 0 (the parent also asked the kernel for SIGKILL then).
+    thread::spawn(|| {
+        let mut sink = [0u8; 64];
+        let mut stdin = io::stdin();
+        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+    let count = range.len();
+    let needed = count * FDS_PER_NODE + NODE_PROCESS_RESERVE;
+    if needed > fd_limit {
+        bail!("{count} nodes need about {needed} file descriptors in one process; the limit is {fd_limit}");
+    }
+    let mut nodes = Vec::with_capacity(count);
+    for i in range {
+        let node = Node::builder(NodeId::new(format!("bench-{i:05}"))?, master)
+            .listen(SocketAddr::from((node_ip(i), 0)))
+            .config(config.clone())
+            .start(&Tcp, Tcp)
+            .await
+            .with_context(|| format!("node {i} on {}", node_ip(i)))?;
+        nodes.push(node);
+    }
+    let mut stdout = io::stdout();
+    if writeln!(stdout, "started {count}").is_err() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let mut tally = Tally::default();
+        for node in &nodes {
+            tally.count(node.status(), node.stats().probes_answered);
+        }
+        // The parent is gone: so are we.
+        if writeln!(stdout, "{}", tally.line()).is_err() {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+/// Where a node process's nodes stand, and the probes they answered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Tally {
+    registered: u64,
+    registering: u64,
+    master_lost: u64,
+    refused: u64,
+    stopped: u64,
+    probes_answered: u64,
+}
+
+impl Tally {
+    fn count(&mut self, status: MemberStatus, probes_answered: u64) {
+        match status {
+            MemberStatus::Registered => self.registered += 1,
+            MemberStatus::Registering => self.registering += 1,
+            MemberStatus::MasterLost => self.master_lost += 1,
+            MemberStatus::Refused(_) => self.refused += 1,
+            // Stopped, or a state this tool does not know yet.
+            _ => self.stopped += 1,
+        }
+        self.probes_answered += probes_answered;
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "tally registered={} registering={} master-lost={} refused={} stopped={} probes={}",
+            self.registered,
+            self.registering,
+            self.master_lost,
+            self.refused,
+            self.stopped,
+            self.probes_answered
+        )
+    }
+
+    fn parse(line: &str) -> Option<Tally> {
+        let mut tally = Tally::default();
+        let mut fields = line.strip_prefix("tally ")?.split(' ');
+        for (name, slot) in [
+            ("registered", &mut tally.registered),
+            ("registering", &mut tally.registering),
+            ("master-lost", &mut tally.master_lost),
+            ("refused", &mut tally.refused),
+            ("stopped", &mut tally.stopped),
+            ("probes", &mut tally.probes_answered),
+        ] {
+            *slot = fields
+                .next()?
+                .strip_prefix(name)?
+                .strip_prefix('=')?
+                .parse()
+                .ok()?;
+        }
+        Some(tally)
+    }
+
+    /// The last tallies of `children`, added up.
+    fn sum(children: &[NodeProcess]) -> Tally {
+        let mut sum = Tally::default();
+        for child in children {
+            let last = child
+                .report
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .tally;
+            sum.registered += last.registered;
+            sum.registering += last.registering;
+            sum.master_lost += last.master_lost;
+            sum.refused += last.refused;
+            sum.stopped += last.stopped;
+            sum.probes_answered += last.probes_answered;
+        }
+        sum
+    }
+}
+
+/// What a node process said so far.
+#[derive(Debug, Default)]
+struct Report {
+    started: bool,
+    /// Its stdout closed: it exited.
+    ended: bool,
+    tally: Tally,
+}
+
+/// A node process: killed when dropped.
+struct NodeProcess {
+    child: Child,
+    range: Range<usize>,
+    /// Held open: the child exits when it closes.
+    _stdin: ChildStdin,
+    report: Arc<Mutex<Report>>,
+}
+
+impl NodeProcess {
+    fn spawn(range: Range<usize>, master: SocketAddr, args: &Args) -> anyhow::Result<NodeProcess> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .arg("--node-process")
+            .arg(format!("{}..{}", range.start, range.end))
+            .arg("--master")
+            .arg(master.to_string())
+            .arg("--probe-interval-ms")
+            .arg(args.probe_interval_ms.to_string());
+        if let Some(path) = &args.key_file {
+            command.arg("--key-file").arg(path);
+        }
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        die_with_parent(&mut command);
+        let mut child = command.spawn().context("cannot start a node process")?;
+        let stdin = child.stdin.take().context("no stdin")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let report = Arc::new(Mutex::new(Report::default()));
+        let sink = report.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut report = sink.lock().unwrap_or_else(PoisonError::into_inner);
+                if line.starts_with("started ") {
+                    report.started = true;
+                } else if let Some(tally) = Tally::parse(&line) {
+                    report.tally = tally;
+                }
+            }
+            sink.lock().unwrap_or_else(PoisonError::into_inner).ended = true;
+        });
+        Ok(NodeProcess {
+            child,
+            range,
+            _stdin: stdin,
+            report,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn started(&self) -> bool {
+        self.report
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .started
+    }
+
+    /// An error once the process has exited.
+    fn check_alive(&self) -> anyhow::Result<()> {
+        if self
+            .report
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ended
+        {
+            bail!(
+                "the node process of nodes {}..{} (pid {}) exited",
+                self.range.start,
+                self.range.end,
+                self.pid()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Has the kernel send SIGKILL to `command`'s child when this process dies, however
+/// it dies (the signal follows the thread that spawned the child: spawn from the
+/// main thread, which `#[tokio::main]`'s future runs on).
+fn die_with_parent(command: &mut Command) {
+    let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+    // SAFETY: between fork and exec the closure only calls prctl and getppid, both
+    // async-signal-safe, and allocates nothing (a raw OS error holds no box).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent died before the prctl: no signal will come.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// The `heartbeat master` child and the counts of its event lines.
@@ -238,12 +661,15 @@ struct Master {
 
 impl Master {
     fn spawn(bin: &PathBuf, extra: &[String]) -> anyhow::Result<Master> {
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .args(["master", "--listen", "127.0.0.1:0"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        die_with_parent(&mut command);
+        let mut child = command
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
         let stdout = child.stdout.take().context("no stdout")?;
@@ -304,4 +730,52 @@ impl Drop for Master {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_processes_fit_the_fd_limit() {
+        assert_eq!(nodes_per_process(20_000), 6645);
+        assert_eq!(default_processes(1, 20_000), 1);
+        assert_eq!(default_processes(6645, 20_000), 1);
+        assert_eq!(default_processes(6646, 20_000), 2);
+        assert_eq!(default_processes(18_912, 20_000), 3);
+        assert_eq!(default_processes(5000, 1024), 16);
+    }
+
+    #[test]
+    fn node_ips_are_distinct_loopback_hosts() {
+        assert_eq!(node_ip(0), Ipv4Addr::new(127, 1, 0, 1));
+        assert_eq!(node_ip(253), Ipv4Addr::new(127, 1, 0, 254));
+        assert_eq!(node_ip(254), Ipv4Addr::new(127, 1, 1, 1));
+        assert_eq!(node_ip(254 * 256), Ipv4Addr::new(127, 2, 0, 1));
+        let ips: std::collections::HashSet<_> = (0..70_000).map(node_ip).collect();
+        assert_eq!(ips.len(), 70_000);
+        assert!(ips.iter().all(|ip| ip.is_loopback() && ip.octets()[3] != 0));
+    }
+
+    #[test]
+    fn ranges_parse() {
+        assert_eq!(parse_range("0..6000"), Ok(0..6000));
+        assert!(parse_range("5..5").is_err());
+        assert!(parse_range("5-9").is_err());
+        assert!(parse_range("a..9").is_err());
+    }
+
+    #[test]
+    fn tally_lines_round_trip() {
+        let tally = Tally {
+            registered: 5,
+            registering: 1,
+            master_lost: 2,
+            refused: 0,
+            stopped: 3,
+            probes_answered: 123_456,
+        };
+        assert_eq!(Tally::parse(&tally.line()), Some(tally));
+        assert_eq!(Tally::parse("started 6000"), None);
+    }
 }
