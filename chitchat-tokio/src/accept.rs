@@ -100,7 +100,7 @@ where
     tracing::debug!(%peer, "accepted");
     hub.counters.opened();
     let driver = Driver::new(conn, handle, params.clone());
-    hub.shutdown.tracker.spawn(driver);
+    tokio::spawn(driver);
 }
 
 /// Closes a connection over a limit: no task, no buffer, two events.

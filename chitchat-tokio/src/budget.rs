@@ -67,7 +67,7 @@ impl PartialBudget {
                 return;
             };
             reporter.error(ConnError::Shed {
-                peer: chosen.peer,
+                peer: chosen.peer(),
                 held,
                 budget: self.limit,
             });

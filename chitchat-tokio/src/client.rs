@@ -273,7 +273,7 @@ impl<S: Send + Sync + 'static> Client<S> {
 
     /// The server's address.
     pub fn peer_addr(&self) -> Addr {
-        self.conn.peer
+        self.conn.peer()
     }
 
     /// Our end of the connection.
@@ -327,7 +327,7 @@ impl<S: Send + Sync + 'static> Client<S> {
             }
             if self.is_closed() {
                 return Err(WriteError::Closed {
-                    peer: self.conn.peer,
+                    peer: self.conn.peer(),
                 });
             }
             progress.await;
@@ -465,7 +465,7 @@ impl<S: Send + Sync + 'static, B: AsRef<[u8]>> Sink<B> for Client<S> {
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WriteError>> {
         let this = self.get_mut();
         let closed = || WriteError::Closed {
-            peer: this.conn.peer,
+            peer: this.conn.peer(),
         };
         if this.is_closed() {
             return Poll::Ready(Err(closed()));
@@ -491,7 +491,7 @@ impl<S: Send + Sync + 'static, B: AsRef<[u8]>> Sink<B> for Client<S> {
         }
         if this.is_closed() {
             return Poll::Ready(Err(WriteError::Closed {
-                peer: this.conn.peer,
+                peer: this.conn.peer(),
             }));
         }
         this.signals().sink.register(cx.waker());
@@ -520,7 +520,7 @@ impl<S> Drop for Client<S> {
 impl<S> std::fmt::Debug for Client<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("peer_addr", &self.conn.peer)
+            .field("peer_addr", &self.conn.peer())
             .field("local_addr", &self.hub.local)
             .finish_non_exhaustive()
     }

@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,10 +25,11 @@ use chitchat_core::{
     Addr, CloseReason, ConnConfig, ConnError, ConnStats, Connection, FrameError, Framer,
     OversizePolicy,
 };
-use tokio::time::{sleep_until, Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::clock::Stamp;
 use crate::ctx::{Ctx, Request};
+use crate::deadlines::Sweeper;
 use crate::erased::{ConnState, ErasedHandler};
 use crate::handle::{CloseRequest, ConnHandle};
 use crate::hub::Hub;
@@ -76,7 +78,8 @@ struct End {
 
 /// The future that runs one connection until it closes.
 pub(crate) struct Driver<C, S> {
-    conn: C,
+    /// Dropped first, by hand: the task counts as ended once its socket is closed.
+    conn: ManuallyDrop<C>,
     shared: ConnHandle,
     params: Arc<ConnParams<S>>,
     framer: Framer,
@@ -92,9 +95,10 @@ pub(crate) struct Driver<C, S> {
     /// are counted locally and published once per read, not once per frame.
     unpublished: usize,
     stats: ConnStats,
-    /// Frames in and out as last added to the shared counters (bytes are added as
-    /// they move, once per system call).
-    frames_reported: [u64; 2],
+    /// Frames in and out as last added to the shared counters, modulo 2^32 (fewer
+    /// than that are handled between two reports; bytes are added as they move,
+    /// once per system call).
+    frames_reported: [u32; 2],
     phase: Phase,
     /// The peer shut down its write side: nothing more to read.
     read_eof: bool,
@@ -104,14 +108,13 @@ pub(crate) struct Driver<C, S> {
     /// When the unfinished frame at the front of the input began, for the frame
     /// timeout.
     frame_started: Option<Stamp>,
-    /// Unfinished-frame bytes last reported to the server's budget.
-    partial_reported: usize,
-    /// Where the current minimum-receive-rate window began, and `bytes_in` then.
-    rate_window: (Stamp, u64),
+    /// The current minimum-receive-rate window, when that limit is on (boxed: off
+    /// by default, and every connection task holds this field).
+    rate_window: Option<Box<RateWindow>>,
     /// Since when queued output has been waiting without progress.
     write_stalled_since: Option<Stamp>,
-    /// One timer for the nearest deadline; allocated the first time one is needed.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// The deadline armed in the hub's index: the task is woken then, or sooner.
+    armed: Option<Stamp>,
     /// The handler's state for this connection: made when it opens, handed to the
     /// close hook.
     conn_state: Option<ConnState>,
@@ -121,6 +124,12 @@ pub(crate) struct Driver<C, S> {
     announced: bool,
 }
 
+/// A window of the minimum receive rate: when it began and `bytes_in` then.
+struct RateWindow {
+    began: Stamp,
+    bytes_then: u64,
+}
+
 /// The handler's context, built from a driver's fields one by one, so that the
 /// caller may borrow its other fields (the read buffer a frame is lent from).
 macro_rules! handler_ctx {
@@ -128,7 +137,7 @@ macro_rules! handler_ctx {
         Ctx {
             frame: $frame,
             shared: &$driver.shared,
-            conn: &$driver.conn,
+            conn: &*$driver.conn,
             hub: &$driver.params.hub,
             framer: &$driver.framer,
             out: &mut $driver.out,
@@ -146,10 +155,17 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         // Without keepalive a vanished peer is noticed later, by a timeout: not worth
         // refusing the connection for.
         let _ = conn.set_keepalive(params.config.keepalive);
+        params.hub.shutdown.task_started();
         let framer = Framer::new(params.config.frame);
         let last_read = params.hub.epoch.stamp(Instant::now());
+        let rate_window = params.config.min_receive_rate.map(|_| {
+            Box::new(RateWindow {
+                began: last_read,
+                bytes_then: 0,
+            })
+        });
         Driver {
-            conn,
+            conn: ManuallyDrop::new(conn),
             shared,
             params,
             framer,
@@ -165,10 +181,9 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             abort: None,
             last_read,
             frame_started: None,
-            partial_reported: 0,
-            rate_window: (last_read, 0),
+            rate_window,
             write_stalled_since: None,
-            timer: None,
+            armed: None,
             conn_state: None,
             opened: false,
             announced: false,
@@ -176,7 +191,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
     }
 
     fn peer(&self) -> Addr {
-        self.shared.peer
+        self.shared.peer()
     }
 
     /// Stop reading while this much output waits: the peer is not keeping up.
@@ -395,18 +410,15 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
     }
 
     fn report_partial(&mut self, held: usize) {
-        if held != self.partial_reported {
+        let reported = self.shared.partial();
+        if held != reported {
             let hub = &self.params.hub;
-            if let Some(budget) = &hub.budget {
-                budget.update(
-                    &self.shared,
-                    self.partial_reported,
-                    held,
-                    &hub.registry,
-                    &hub.reporter,
-                );
+            match &hub.budget {
+                Some(budget) => {
+                    budget.update(&self.shared, reported, held, &hub.registry, &hub.reporter)
+                }
+                None => self.shared.set_partial(held),
             }
-            self.partial_reported = held;
         }
     }
 
@@ -671,11 +683,12 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
                 }
                 deadline.map(&mut consider);
             }
-            if let Some(rate) = self.params.config.min_receive_rate {
-                let (began, bytes_then) = self.rate_window;
-                let deadline = epoch.instant(began).checked_add(rate.per);
+            if let (Some(rate), Some(window)) =
+                (self.params.config.min_receive_rate, &mut self.rate_window)
+            {
+                let deadline = epoch.instant(window.began).checked_add(rate.per);
                 if deadline.is_some_and(|d| now >= d) {
-                    let received = self.stats.bytes_in - bytes_then;
+                    let received = self.stats.bytes_in - window.bytes_then;
                     // A window with nothing is the idle timeout's business.
                     if received > 0 && received < rate.bytes {
                         self.params.hub.reporter.error(ConnError::TooSlow {
@@ -687,7 +700,8 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
                         self.begin_closing(CloseReason::TooSlow, None);
                         return Ok(true);
                     }
-                    self.rate_window = (epoch.stamp(now), self.stats.bytes_in);
+                    window.began = epoch.stamp(now);
+                    window.bytes_then = self.stats.bytes_in;
                     now.checked_add(rate.per).map(&mut consider);
                 } else {
                     deadline.map(&mut consider);
@@ -714,32 +728,43 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         let Some(deadline) = next else {
             return Ok(false);
         };
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
-        // A timer set for an earlier deadline may stay: it fires, we look again and
-        // re-arm. Moving it on every read would cost a timer-wheel update per read.
-        if timer.deadline() > deadline || timer.deadline() <= now {
-            timer.as_mut().reset(deadline);
+        // An earlier deadline armed before stays: the task is woken then, looks
+        // again and arms this one. Moving it on every read would cost an index
+        // update per read.
+        let deadlines = &self.params.hub.deadlines;
+        let seq = self.shared.seq();
+        if deadlines.arm(
+            seq,
+            &mut self.armed,
+            epoch.stamp(deadline),
+            epoch.stamp(now),
+        ) {
+            return Ok(true);
         }
-        Ok(timer.as_mut().poll(cx).is_ready())
+        let mut came = false;
+        if deadlines.sweeper() == Sweeper::Connection {
+            deadlines.poll_sweep(cx, |_| came = true);
+        }
+        Ok(came)
     }
 
     /// Adds the frames of this connection since the last report to the shared
     /// totals (bytes are added as they move).
     fn report_traffic(&mut self) {
-        let frames = [self.stats.frames_in, self.stats.frames_out];
+        // Truncation intended: the difference modulo 2^32 is exact.
+        let frames = [self.stats.frames_in as u32, self.stats.frames_out as u32];
         if frames != self.frames_reported {
             self.params.hub.counters.add_frames(
-                frames[0] - self.frames_reported[0],
-                frames[1] - self.frames_reported[1],
+                u64::from(frames[0].wrapping_sub(self.frames_reported[0])),
+                u64::from(frames[1].wrapping_sub(self.frames_reported[1])),
             );
             self.frames_reported = frames;
         }
     }
 
     fn finish(&mut self, end: End) -> Finished {
-        self.timer = None;
+        let seq = self.shared.seq();
+        self.params.hub.deadlines.disarm(seq, &mut self.armed);
         // Before the task ends: the budget counts an ended connection as gone.
         self.report_partial(0);
         self.shared.close_writes();
@@ -747,7 +772,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
         self.report_traffic();
         self.announce_close(end.reason);
         tracing::debug!(
-            peer = %self.shared.peer,
+            peer = %self.shared.peer(),
             reason = ?end.reason,
             frames_in = self.stats.frames_in,
             frames_out = self.stats.frames_out,
@@ -798,6 +823,14 @@ impl<C: Connection, S: Send + Sync + 'static> Future for Driver<C, S> {
     }
 }
 
+impl<C, S> Drop for Driver<C, S> {
+    fn drop(&mut self) {
+        // SAFETY: `conn` is dropped here only, once, and not used afterwards.
+        unsafe { ManuallyDrop::drop(&mut self.conn) };
+        self.params.hub.shutdown.task_ended();
+    }
+}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(text) = panic.downcast_ref::<&str>() {
         (*text).to_owned()
@@ -811,17 +844,22 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 mod tests {
     use std::mem::size_of;
 
-    /// Every idle connection of a server is one task holding a `Driver`: its size
-    /// is most of what an idle connection costs (BENCHMARKS.md has the whole
-    /// account), so it only grows on purpose.
+    /// Every idle connection of a server is one task holding a `Driver` and one
+    /// shared handle: their sizes are most of what an idle connection costs
+    /// (BENCHMARKS.md has the whole account), so they only grow on purpose. tokio
+    /// allocates a task in 128-byte steps: a future of at most 280 bytes fits a
+    /// 384-byte task, one more word makes it 512. The handle, with its `Arc`
+    /// counts and the allocator's header, fits a 128-byte chunk.
     #[test]
     fn an_idle_tcp_connection_task_stays_small() {
         assert!(
-            size_of::<crate::TcpConn>() <= 48,
+            size_of::<crate::TcpConn>() <= 40,
             "{}",
             size_of::<crate::TcpConn>()
         );
         let driver = size_of::<super::Driver<crate::TcpConn, ()>>();
-        assert!(driver <= 320, "{driver}");
+        assert!(driver <= 280, "{driver}");
+        let shared = size_of::<crate::handle::ConnShared>();
+        assert!(shared <= 104, "{shared}");
     }
 }

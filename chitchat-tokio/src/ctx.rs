@@ -41,7 +41,7 @@ pub(crate) struct Ctx<'a, S: ?Sized, C> {
 
 impl<S: ?Sized, C: Connection> ReadContext<S> for Ctx<'_, S, C> {
     fn peer_addr(&self) -> Addr {
-        self.shared.peer
+        self.shared.peer()
     }
 
     fn local_addr(&self) -> Addr {
@@ -54,7 +54,9 @@ impl<S: ?Sized, C: Connection> ReadContext<S> for Ctx<'_, S, C> {
         // The peer's address (96 bytes) is copied only into an error.
         let shared = self.shared;
         if !self.writable || self.request.is_some() {
-            return Err(WriteError::Closed { peer: shared.peer });
+            return Err(WriteError::Closed {
+                peer: shared.peer(),
+            });
         }
         // Encode first (one pass over the payload checks and copies it), then
         // take it back out if it does not fit.
@@ -67,7 +69,7 @@ impl<S: ?Sized, C: Connection> ReadContext<S> for Ctx<'_, S, C> {
             self.framer
                 .encode(payload, self.out)
                 .map_err(|source| WriteError::Encode {
-                    peer: shared.peer,
+                    peer: shared.peer(),
                     source,
                 })?;
         }
@@ -75,7 +77,7 @@ impl<S: ?Sized, C: Connection> ReadContext<S> for Ctx<'_, S, C> {
         let queued = shared.queued() + *self.unpublished;
         if queued > 0 && queued + (self.out.len() - before) > bound.limit {
             self.out.truncate(before);
-            let (peer, limit) = (shared.peer, bound.limit);
+            let (peer, limit) = (shared.peer(), bound.limit);
             if bound.drop_when_full {
                 self.hub
                     .reporter

@@ -5,6 +5,7 @@
 //! Kept small, since every open connection has one: what is the same for every
 //! connection of a server (framer, bounds) is passed in by the caller.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -50,7 +51,7 @@ pub(crate) struct OutboundBound {
 /// Shared between a connection's task and everything that holds its handle.
 #[derive(Debug)]
 pub(crate) struct ConnShared {
-    pub(crate) peer: Addr,
+    peer: PeerAddr,
     /// Accept order, set once when registered.
     seq: AtomicU64,
     /// Allocated by the first write or request from outside, freed when the task
@@ -71,13 +72,37 @@ pub(crate) struct ConnShared {
     waker: AtomicWaker,
 }
 
+/// A peer address in 32 bytes where an [`Addr`] takes 92 (it holds a Unix name
+/// inline): every connection keeps its peer's, and IP peers are the common case.
+#[derive(Debug)]
+enum PeerAddr {
+    Inet(SocketAddr),
+    Other(Box<Addr>),
+}
+
+impl PeerAddr {
+    fn new(addr: Addr) -> Self {
+        match addr {
+            Addr::Inet(inet) => PeerAddr::Inet(inet),
+            other => PeerAddr::Other(Box::new(other)),
+        }
+    }
+
+    fn get(&self) -> Addr {
+        match self {
+            PeerAddr::Inet(inet) => Addr::Inet(*inet),
+            PeerAddr::Other(addr) => **addr,
+        }
+    }
+}
+
 /// A cheap, clonable handle to one connection.
 pub(crate) type ConnHandle = Arc<ConnShared>;
 
 impl ConnShared {
     pub(crate) fn new(peer: Addr) -> Self {
         ConnShared {
-            peer,
+            peer: PeerAddr::new(peer),
             seq: AtomicU64::new(0),
             inbox: Mutex::new(None),
             inbox_ready: AtomicBool::new(false),
@@ -92,6 +117,11 @@ impl ConnShared {
     fn inbox(&self) -> MutexGuard<'_, Option<Box<Inbox>>> {
         // A panic while holding this lock leaves plain data behind: keep using it.
         self.inbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The peer's address.
+    pub(crate) fn peer(&self) -> Addr {
+        self.peer.get()
     }
 
     pub(crate) fn seq(&self) -> u64 {
@@ -110,7 +140,7 @@ impl ConnShared {
         framer: &Framer,
         bound: OutboundBound,
     ) -> Result<(), WriteError> {
-        let peer = self.peer;
+        let peer = self.peer();
         let mut guard = self.inbox();
         if self.write_closed.load(Ordering::Acquire) {
             return Err(WriteError::Closed { peer });
@@ -169,6 +199,11 @@ impl ConnShared {
     /// Makes the task look at its state again (e.g. after a timeout changed).
     pub(crate) fn nudge(&self) {
         self.wake();
+    }
+
+    /// Makes the task poll again, with nothing queued (a deadline has come).
+    pub(crate) fn wake_task(&self) {
+        self.waker.wake();
     }
 
     fn wake(&self) {

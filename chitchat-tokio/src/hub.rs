@@ -5,8 +5,10 @@
 //! Connection tasks hold the hub; the user's `Server` and `Client` hold it too. It
 //! holds no task and no handler, so nothing here keeps a server running.
 
+use std::future::{poll_fn, Future};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
+use std::task::Poll;
 
 use chitchat_core::{Addr, CloseEvent, ConnError, Framer, Peers, PeersHandle, Stats, WriteError};
 use futures::task::AtomicWaker;
@@ -15,6 +17,7 @@ use tokio::sync::Notify;
 use crate::admission::Admission;
 use crate::budget::PartialBudget;
 use crate::clock::Epoch;
+use crate::deadlines::{Deadlines, Sweeper};
 use crate::handle::{CloseRequest, ConnHandle, OutboundBound};
 use crate::inbound::Inbound;
 use crate::registry::Registry;
@@ -39,6 +42,8 @@ pub(crate) struct Hub {
     pub(crate) timeouts: LiveTimeouts,
     /// The reference instant of the connections' compact timestamps.
     pub(crate) epoch: Epoch,
+    /// When each connection must look at its deadlines again.
+    pub(crate) deadlines: Deadlines,
     /// The server's budget for unfinished frames (servers only).
     pub(crate) budget: Option<PartialBudget>,
     pub(crate) admission: Admission,
@@ -79,6 +84,14 @@ pub(crate) struct HubParts {
 
 impl Hub {
     pub(crate) fn new(parts: HubParts) -> Arc<Hub> {
+        let epoch = Epoch::now();
+        // A server's connections share a sweeper task; a client's one connection
+        // sweeps its own deadlines.
+        let sweeper = if parts.client.is_some() {
+            Sweeper::Connection
+        } else {
+            Sweeper::Task
+        };
         Arc::new_cyclic(|me| Hub {
             local: parts.local,
             me: me.clone(),
@@ -88,7 +101,8 @@ impl Hub {
             reporter: parts.reporter,
             counters: Counters::default(),
             timeouts: parts.timeouts,
-            epoch: Epoch::now(),
+            epoch,
+            deadlines: Deadlines::new(epoch, sweeper),
             budget: parts.budget,
             admission: parts.admission,
             shutdown: Shutdown::default(),
@@ -124,7 +138,7 @@ impl Hub {
         let mut sent = 0;
         let mut dropped = Vec::new();
         self.registry.for_each_open(|conn| {
-            if except == Some(&conn.peer) {
+            if except.is_some_and(|except| *except == conn.peer()) {
                 return;
             }
             match conn.write(payload, &self.framer, self.bound) {
@@ -163,7 +177,7 @@ impl Hub {
     /// The connection's task ended: its socket and slots are free.
     pub(crate) fn conn_finished(&self, conn: &ConnHandle, finished: &Finished) {
         self.registry.remove(conn);
-        self.admission.release(&conn.peer);
+        self.admission.release(&conn.peer());
         self.shutdown.record(finished);
         if let Some(client) = &self.client {
             client.finished.store(true, Ordering::Release);
@@ -192,6 +206,18 @@ impl Hub {
         for conn in self.registry.all() {
             conn.nudge();
         }
+    }
+
+    /// A server's sweeper task: wakes its connections as their deadlines come,
+    /// until the hub is gone.
+    pub(crate) fn sweep_deadlines(hub: Weak<Hub>) -> impl Future<Output = ()> {
+        poll_fn(move |cx| {
+            let Some(hub) = hub.upgrade() else {
+                return Poll::Ready(());
+            };
+            hub.deadlines.poll_sweep(cx, |came| hub.registry.wake(came));
+            Poll::Pending
+        })
     }
 
     pub(crate) fn stats(&self) -> Stats {

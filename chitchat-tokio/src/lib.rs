@@ -89,6 +89,7 @@ mod clock;
 mod codec;
 mod conn;
 mod ctx;
+mod deadlines;
 mod erased;
 mod handle;
 mod hub;

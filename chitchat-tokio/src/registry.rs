@@ -57,11 +57,11 @@ impl Registry {
         let seq = inner.next_seq;
         inner.next_seq += 1;
         conn.set_seq(seq);
-        let hash = inner.hash(&conn.peer);
+        let hash = inner.hash(&conn.peer());
         let Inner {
             by_peer, hasher, ..
         } = &mut *inner;
-        by_peer.insert_unique(hash, conn.clone(), |c| hasher.hash_one(c.peer));
+        by_peer.insert_unique(hash, conn.clone(), |c| hasher.hash_one(c.peer()));
         inner.by_seq.insert(seq, conn);
         true
     }
@@ -70,7 +70,7 @@ impl Registry {
     pub(crate) fn remove(&self, conn: &ConnHandle) {
         let mut inner = self.lock();
         inner.by_seq.remove(&conn.seq());
-        let hash = inner.hash(&conn.peer);
+        let hash = inner.hash(&conn.peer());
         if let Ok(entry) = inner.by_peer.find_entry(hash, |c| Arc::ptr_eq(c, conn)) {
             entry.remove();
         }
@@ -82,7 +82,7 @@ impl Registry {
         let hash = inner.hash(peer);
         inner
             .by_peer
-            .find(hash, |c| c.peer == *peer && !c.is_closing())
+            .find(hash, |c| c.peer() == *peer && !c.is_closing())
             .cloned()
     }
 
@@ -98,8 +98,19 @@ impl Registry {
     /// The peers of the open connections, in accept order.
     pub(crate) fn open_addrs(&self) -> Vec<Addr> {
         let mut addrs = Vec::new();
-        self.for_each_open(|c| addrs.push(c.peer));
+        self.for_each_open(|c| addrs.push(c.peer()));
         addrs
+    }
+
+    /// Wakes the tasks of the connections with these sequence numbers (their
+    /// deadline has come), in the order given; gone ones are skipped.
+    pub(crate) fn wake(&self, seqs: &[u64]) {
+        let inner = self.lock();
+        for seq in seqs {
+            if let Some(conn) = inner.by_seq.get(seq) {
+                conn.wake_task();
+            }
+        }
     }
 
     /// Every registered connection, closing ones included, in accept order.

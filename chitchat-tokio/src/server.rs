@@ -214,6 +214,7 @@ impl<S: Send + Sync + 'static> ServerBuilder<S> {
             state: self.state.clone(),
             hub: hub.clone(),
         });
+        tokio::spawn(Hub::sweep_deadlines(Arc::downgrade(&hub)));
         let stop = hub.shutdown.stop_token();
         let task = tokio::spawn(accept_loop(listener, params, stop));
         hub.shutdown.set_accept_task(task);

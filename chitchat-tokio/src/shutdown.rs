@@ -7,9 +7,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chitchat_core::{CloseReason, ShutdownReport};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::handle::{CloseRequest, ConnHandle};
 
@@ -28,8 +28,12 @@ pub(crate) struct Finished {
 pub(crate) struct Shutdown {
     /// Cancelled to stop the accept loop.
     stop: CancellationToken,
-    /// Every connection task, so we can wait for all of them.
-    pub(crate) tracker: TaskTracker,
+    /// Connection tasks not yet ended, so we can wait for all of them. Counted by
+    /// the tasks themselves (not by wrapping them: every idle connection's task
+    /// would carry the wrapper).
+    tasks: AtomicUsize,
+    /// Notified when `tasks` reaches zero.
+    all_ended: Notify,
     /// The accept loop; awaited so the listener is dropped before we return.
     accept_task: Mutex<Option<JoinHandle<()>>>,
     drained: AtomicUsize,
@@ -43,6 +47,32 @@ impl Shutdown {
 
     pub(crate) fn set_accept_task(&self, task: JoinHandle<()>) {
         *self.accept_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    }
+
+    /// A connection task was made (counted until it is dropped).
+    pub(crate) fn task_started(&self) {
+        self.tasks.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A connection task was dropped: its socket is closed.
+    pub(crate) fn task_ended(&self) {
+        if self.tasks.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.all_ended.notify_waiters();
+        }
+    }
+
+    /// Returns once no connection task is left.
+    async fn tasks_ended(&self) {
+        loop {
+            let notified = self.all_ended.notified();
+            tokio::pin!(notified);
+            // Registered before the check: an end between the two is not missed.
+            notified.as_mut().enable();
+            if self.tasks.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Counts a connection that ended because of the shutdown.
@@ -78,8 +108,7 @@ impl Shutdown {
         for conn in connections() {
             conn.request_close(CloseRequest::Abort(CloseReason::Shutdown));
         }
-        self.tracker.close();
-        self.tracker.wait().await;
+        self.tasks_ended().await;
         self.report()
     }
 
@@ -96,15 +125,14 @@ impl Shutdown {
                 linger: Some(grace),
             });
         }
-        self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait())
+        if tokio::time::timeout(grace, self.tasks_ended())
             .await
             .is_err()
         {
             for conn in connections() {
                 conn.request_close(CloseRequest::Abort(CloseReason::Shutdown));
             }
-            self.tracker.wait().await;
+            self.tasks_ended().await;
         }
         self.report()
     }

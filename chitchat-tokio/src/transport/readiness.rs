@@ -27,17 +27,17 @@ pub trait ReadinessIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {
         let _ = keepalive;
         Ok(())
     }
-    /// `(local, peer)` as the system reports them, for the sockets whose addresses
-    /// are not kept (TCP).
+    /// What a connection keeps to tell its addresses: nothing for TCP, whose
+    /// addresses the system reports; the names it was made with for Unix sockets.
     #[doc(hidden)]
-    fn addrs(&self, local: bool) -> io::Result<Addr> {
-        let _ = local;
-        Err(io::ErrorKind::Unsupported.into())
-    }
+    type Names: std::fmt::Debug + Send + Sync + Unpin + 'static;
+    /// The local (`local`) or peer address.
+    #[doc(hidden)]
+    fn addr(&self, names: &Self::Names, local: bool) -> io::Result<Addr>;
 }
 
 macro_rules! readiness_io {
-    ($stream:ty $(, keepalive: $keepalive:path)?) => {
+    ($stream:ty, names: $names:ty, addr: $addr:expr $(, keepalive: $keepalive:path)?) => {
         impl ReadinessIo for $stream {
             fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 <$stream>::poll_read_ready(self, cx)
@@ -52,49 +52,63 @@ macro_rules! readiness_io {
                 fn set_keepalive(&self, keepalive: Option<Keepalive>) -> io::Result<()> {
                     $keepalive(self, keepalive)
                 }
-                fn addrs(&self, local: bool) -> io::Result<Addr> {
-                    let addr = if local { self.local_addr() } else { self.peer_addr() };
-                    addr.map(Addr::from)
-                }
             )?
+            type Names = $names;
+            fn addr(&self, names: &$names, local: bool) -> io::Result<Addr> {
+                ($addr)(self, names, local)
+            }
         }
     };
 }
 
-readiness_io!(TcpStream, keepalive: super::keepalive::apply);
-readiness_io!(UnixStream);
+readiness_io!(
+    TcpStream,
+    names: (),
+    addr: |stream: &TcpStream, _: &(), local: bool| {
+        let addr = if local { stream.local_addr() } else { stream.peer_addr() };
+        addr.map(Addr::from)
+    },
+    keepalive: super::keepalive::apply
+);
+readiness_io!(
+    UnixStream,
+    names: Box<[Addr; 2]>,
+    addr: |_: &UnixStream, names: &[Addr; 2], local: bool| {
+        Ok(names[usize::from(!local)])
+    }
+);
 
 /// One connection over a tokio socket: [`TcpConn`](crate::TcpConn) or
 /// [`UnixConn`](crate::UnixConn).
 ///
-/// A TCP connection asks the system for its addresses when asked (they are not
-/// kept: each idle connection of a server would carry two addresses it never
-/// reads); a Unix connection keeps the names it was made with (an unnamed peer's
-/// is made up at accept, the system has none).
+/// A TCP connection asks the system for its addresses when asked and keeps
+/// nothing for them (each idle connection of a server would carry two addresses it
+/// never reads); a Unix connection keeps the names it was made with (an unnamed
+/// peer's is made up at accept, the system has none).
 #[derive(Debug)]
-pub struct StreamConn<S> {
+pub struct StreamConn<S: ReadinessIo> {
     stream: S,
-    /// `[local, peer]`, for sockets whose system addresses do not say it all.
-    names: Option<Box<[Addr; 2]>>,
+    names: S::Names,
 }
 
-impl<S> StreamConn<S> {
+impl StreamConn<TcpStream> {
     /// A connection whose addresses the system reports.
-    pub(crate) fn asking_the_system(stream: S) -> Self {
-        StreamConn {
-            stream,
-            names: None,
-        }
+    pub(crate) fn asking_the_system(stream: TcpStream) -> Self {
+        StreamConn { stream, names: () }
     }
+}
 
+impl StreamConn<UnixStream> {
     /// A connection that keeps the addresses it was made with.
-    pub(crate) fn with_addrs(stream: S, local: Addr, peer: Addr) -> Self {
+    pub(crate) fn with_addrs(stream: UnixStream, local: Addr, peer: Addr) -> Self {
         StreamConn {
             stream,
-            names: Some(Box::new([local, peer])),
+            names: Box::new([local, peer]),
         }
     }
+}
 
+impl<S: ReadinessIo> StreamConn<S> {
     /// The underlying socket, for options chitchat does not cover.
     pub fn stream(&self) -> &S {
         &self.stream
@@ -108,17 +122,11 @@ impl<S> StreamConn<S> {
 
 impl<S: ReadinessIo> Connection for StreamConn<S> {
     fn local_addr(&self) -> io::Result<Addr> {
-        match &self.names {
-            Some(names) => Ok(names[0]),
-            None => self.stream.addrs(true),
-        }
+        self.stream.addr(&self.names, true)
     }
 
     fn peer_addr(&self) -> io::Result<Addr> {
-        match &self.names {
-            Some(names) => Ok(names[1]),
-            None => self.stream.addrs(false),
-        }
+        self.stream.addr(&self.names, false)
     }
 
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
