@@ -17,7 +17,8 @@
 //! - `inbound`: the frames a client without a handler keeps for its `Stream`.
 //! - `report`, `stats`, `timeouts`, `shutdown`: events and error counts, counters,
 //!   live timeouts, cut and graceful drain; `clock`: the 8-byte time stamps a
-//!   connection keeps its deadlines in.
+//!   connection keeps its deadlines in; `deadlines`: when each connection must
+//!   look at them again (one timer per server, not one per connection).
 //! - `builder`: the per-connection setters the server and client builders share.
 //! - `transport`: the transports: [`Tcp`], [`Unix`], TLS (feature `tls`), and
 //!   [`StreamConn`], a tokio socket as a connection.
