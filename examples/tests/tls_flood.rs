@@ -11,7 +11,6 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,6 +18,7 @@ mod common;
 #[path = "../../chitchat-tokio/tests/handshake_flood/mod.rs"]
 mod handshake_flood;
 
+use common::certificate::Certificate;
 use common::{poll_until, Proc, TIMEOUT};
 use handshake_flood::{huge_hello, raise_fd_limit, HALF_HELLO};
 
@@ -34,50 +34,10 @@ const LATE: Duration = Duration::from_secs(20);
 /// allocator keeps from a busier peak (up to 5 MiB seen with both cores busy).
 const NOT_A_LEAK: u64 = 12 * 1024;
 
-/// A certificate for `localhost` and its key, as PEM files removed on drop.
-struct Certificate {
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-impl Certificate {
-    fn new(name: &str) -> Certificate {
-        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let dir = std::env::temp_dir();
-        let id = std::process::id();
-        let cert = dir.join(format!("chitchat-flood-{id}-{name}-cert.pem"));
-        let key = dir.join(format!("chitchat-flood-{id}-{name}-key.pem"));
-        std::fs::write(&cert, generated.cert.pem()).unwrap();
-        std::fs::write(&key, generated.key_pair.serialize_pem()).unwrap();
-        Certificate { cert, key }
-    }
-
-    fn cert(&self) -> &str {
-        self.cert.to_str().unwrap()
-    }
-
-    fn key(&self) -> &str {
-        self.key.to_str().unwrap()
-    }
-}
-
-impl Drop for Certificate {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.cert);
-        let _ = std::fs::remove_file(&self.key);
-    }
-}
-
 /// Starts `echo_server` over TLS with `flags`; returns it and its address.
 fn tls_server(cert: &Certificate, flags: &[&str]) -> (Proc, SocketAddr) {
-    let mut args = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        cert.cert(),
-        "--tls-key",
-        cert.key(),
-    ];
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    args.extend_from_slice(&cert.server_args());
     args.extend_from_slice(flags);
     let server = Proc::spawn(SERVER, &args, None);
     let addr = server.listening();
@@ -87,14 +47,8 @@ fn tls_server(cert: &Certificate, flags: &[&str]) -> (Proc, SocketAddr) {
 /// A real client: `echo_client` over TLS sends one line and must get its echo.
 fn real_client(cert: &Certificate, addr: SocketAddr) {
     let addr = addr.to_string();
-    let args = [
-        "--connect",
-        &addr,
-        "--tls-ca",
-        cert.cert(),
-        "--tls-name",
-        "localhost",
-    ];
+    let mut args = vec!["--connect", &addr];
+    args.extend_from_slice(&cert.client_args());
     let mut client = Proc::spawn(CLIENT, &args, Some(b"ping\n"));
     let status = client.wait_exit(LATE);
     assert_eq!(status.code(), Some(0), "stderr: {}", client.stderr());
