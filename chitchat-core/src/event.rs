@@ -103,6 +103,15 @@ impl<T> State<T> {
         &mut self.subscribers[at]
     }
 
+    /// The wakers of the subscribers waiting for an event, to wake once the lock
+    /// is released.
+    fn take_wakers(&mut self) -> Vec<Waker> {
+        self.subscribers
+            .iter_mut()
+            .filter_map(|s| s.waker.take())
+            .collect()
+    }
+
     /// Frees the events every subscriber has read.
     fn trim(&mut self) {
         let oldest_needed = self
@@ -148,15 +157,9 @@ impl<T: Clone> EventQueue<T> {
                 state.buf.pop_front();
                 state.first += 1;
             }
-            state
-                .subscribers
-                .iter_mut()
-                .filter_map(|s| s.waker.take())
-                .collect()
+            state.take_wakers()
         };
-        for waker in wakers {
-            waker.wake();
-        }
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     /// A new subscriber: it gets every event emitted from now on.
@@ -183,15 +186,9 @@ impl<T: Clone> EventQueue<T> {
         let wakers: Vec<Waker> = {
             let mut state = self.shared.lock();
             state.closed = true;
-            state
-                .subscribers
-                .iter_mut()
-                .filter_map(|s| s.waker.take())
-                .collect()
+            state.take_wakers()
         };
-        for waker in wakers {
-            waker.wake();
-        }
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     /// The events kept for a subscriber that lags.

@@ -25,6 +25,8 @@
 //!   [`NodeEvent`]s.
 //! - [`Events`]: the bounded event stream of both roles, chitchat-core's broadcast
 //!   queue (every subscriber gets every event from when it subscribed).
+//! - `builder_events`: the event queue a builder makes before its role starts, so
+//!   that a stream taken from the builder misses nothing (internal).
 //! - `clock`: the wall clock of incarnations and epochs (internal).
 //!
 //! # Example
@@ -224,6 +226,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+mod builder_events;
 mod clock;
 mod config;
 pub mod detector;

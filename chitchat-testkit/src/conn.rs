@@ -17,7 +17,7 @@ use chitchat_core::{Addr, Connection, Keepalive};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{sleep, sleep_until, Instant, Sleep};
 
-use crate::pipe::Readable;
+use crate::pipe::{Pipe, Readable};
 use crate::trace::{ConnId, TraceEvent};
 use crate::world::{Side, State, World};
 
@@ -112,6 +112,20 @@ impl SimConn {
         let (id, side) = (self.id, self.side);
         self.closed = true;
         self.world.with(|st| st.close_end(id, side, true));
+    }
+
+    /// The pipe this end writes into, or `ConnectionReset` once the connection or
+    /// that direction was reset.
+    fn outgoing<'s>(&self, st: &'s mut State) -> io::Result<&'s mut Pipe> {
+        let conn = st.conn_mut(self.id);
+        if conn.reset {
+            return Err(reset_error(self.peer));
+        }
+        let (outgoing, _) = conn.pipes_mut(self.side);
+        if outgoing.reset {
+            return Err(reset_error(self.peer));
+        }
+        Ok(outgoing)
     }
 
     /// Waits for the incoming pipe: with `max` set, reads up to `max` bytes into
@@ -251,14 +265,10 @@ impl Connection for SimConn {
         self.world.with(|st| {
             let now = Instant::now();
             let (local, peer) = (self.local, self.peer);
-            let conn = st.conn_mut(self.id);
-            if conn.reset {
-                return Poll::Ready(Err(reset_error(peer)));
-            }
-            let (outgoing, _) = conn.pipes_mut(self.side);
-            if outgoing.reset {
-                return Poll::Ready(Err(reset_error(peer)));
-            }
+            let outgoing = match self.outgoing(st) {
+                Ok(outgoing) => outgoing,
+                Err(err) => return Poll::Ready(Err(err)),
+            };
             if outgoing.fin_sent {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::BrokenPipe,
@@ -301,14 +311,10 @@ impl Connection for SimConn {
         self.world.with(|st| {
             let (local, peer) = (self.local, self.peer);
             let delay = st.faults.delay(local.ip(), peer.ip());
-            let conn = st.conn_mut(self.id);
-            if conn.reset {
-                return Poll::Ready(Err(reset_error(peer)));
-            }
-            let (outgoing, _) = conn.pipes_mut(self.side);
-            if outgoing.reset {
-                return Poll::Ready(Err(reset_error(peer)));
-            }
+            let outgoing = match self.outgoing(st) {
+                Ok(outgoing) => outgoing,
+                Err(err) => return Poll::Ready(Err(err)),
+            };
             if !outgoing.fin_sent {
                 outgoing.push_fin(Instant::now() + delay);
                 let reader = outgoing.take_reader();

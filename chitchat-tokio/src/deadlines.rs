@@ -288,6 +288,9 @@ mod tests {
         tokio::time::advance(Duration::from_millis(10)).await;
         assert_eq!(swept(&deadlines, &waker), [0]);
         tokio::time::advance(Duration::from_millis(30)).await;
-        assert!(swept(&deadlines, &waker).is_empty(), "the later one was replaced");
+        assert!(
+            swept(&deadlines, &waker).is_empty(),
+            "the later one was replaced"
+        );
     }
 }

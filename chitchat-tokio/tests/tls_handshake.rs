@@ -10,6 +10,7 @@
 //! figures RELIABILITY.md records.
 #![cfg(feature = "tls")]
 
+mod handshake_flood;
 mod reliability_util;
 
 use std::collections::HashSet;
@@ -19,19 +20,12 @@ use std::time::Duration;
 use chitchat_core::{Addr, ConnError, ConnErrorKind};
 use chitchat_tokio::{Client, Server, ServerBuilder, TlsBinder, TlsConnector};
 use futures::StreamExt;
+use handshake_flood::{huge_hello, raise_fd_limit, HALF_HELLO};
 use reliability_util::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
-
-/// The first 20 bytes of a ClientHello whose record announces 200: rustls waits for
-/// the rest, which never comes.
-const HALF_HELLO: [u8; 20] = [
-    0x16, 0x03, 0x01, 0x00, 0xc8, // handshake record of 200 bytes
-    0x01, 0x00, 0x00, 0xc4, // ClientHello of 196 bytes
-    0x03, 0x03, 1, 2, 3, 4, 5, 6, 7, 8, 9, // version, the start of the random
-];
 
 /// A server certificate for `localhost` and a client that trusts it.
 fn certificates() -> (TlsBinder, TlsConnector) {
@@ -325,43 +319,6 @@ fn handshakes_past_the_cap_wait_in_the_backlog() {
         assert_eq!(server.stats().errors.get(ConnErrorKind::Handshake), 12);
         server.cut().await;
     });
-}
-
-/// Raises the soft limit on open files to at least `needed` (both ends of every
-/// connection live in this process), as far as the hard limit allows.
-fn raise_fd_limit(needed: u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        if limit.rlim_cur < needed {
-            limit.rlim_cur = needed.min(limit.rlim_max);
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-        }
-    }
-}
-
-/// A ClientHello of nearly 64 KiB (the most rustls would buffer for one handshake
-/// message) in four records, all but its last byte.
-fn huge_hello() -> &'static [u8] {
-    static HELLO: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    HELLO.get_or_init(|| {
-        let body_len: usize = 65_000;
-        let mut message = vec![0x01, 0x00, (body_len >> 8) as u8, body_len as u8];
-        message.extend_from_slice(&[0x03, 0x03]);
-        message.resize(4 + body_len, 0x5a);
-        let mut wire = Vec::new();
-        for record in message.chunks(16_384) {
-            wire.extend_from_slice(&[0x16, 0x03, 0x01]);
-            wire.extend_from_slice(&(record.len() as u16).to_be_bytes());
-            wire.extend_from_slice(record);
-        }
-        wire.pop();
-        wire
-    })
 }
 
 /// Runs 1 500 attackers sending `hello` against `server` at once, while `real`

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use common::certificate::Certificate;
 use common::{Proc, TIMEOUT};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_echo_server");
@@ -508,29 +509,9 @@ fn serves_and_connects_over_a_unix_socket() {
 
 #[test]
 fn serves_and_connects_over_tls() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let dir = std::env::temp_dir();
-    let id = std::process::id();
-    let cert_path = dir.join(format!("chitchat-echo-{id}-cert.pem"));
-    let key_path = dir.join(format!("chitchat-echo-{id}-key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
-    let (cert_arg, key_arg) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap());
-
-    let (_server, addr) = start_server(&["--tls-cert", cert_arg, "--tls-key", key_arg]);
-    let addr = addr.to_string();
-    let mut client = Proc::spawn(
-        CLIENT,
-        &[
-            "--connect",
-            &addr,
-            "--tls-ca",
-            cert_arg,
-            "--tls-name",
-            "localhost",
-        ],
-        Some(b"secret\r\nmore\n"),
-    );
+    let cert = Certificate::new("echo");
+    let (_server, addr) = start_server(&cert.server_args());
+    let mut client = start_client(addr, &cert.client_args(), b"secret\r\nmore\n");
     assert_eq!(
         client.wait_exit(TIMEOUT).code(),
         Some(0),
@@ -540,11 +521,9 @@ fn serves_and_connects_over_tls() {
     assert_eq!(String::from_utf8_lossy(&client.stdout()), "secret\nmore\n");
 
     // Plain TCP gets no echo from a TLS server: the bytes are not a handshake.
-    let mut plain = connect(addr.parse().unwrap());
+    let mut plain = connect(addr);
     plain.write_all(b"hello\n").unwrap();
     assert!(!read_until_closed(&mut plain).starts_with(b"hello"));
-    let _ = std::fs::remove_file(cert_path);
-    let _ = std::fs::remove_file(key_path);
 }
 
 #[test]

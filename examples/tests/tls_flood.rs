@@ -11,21 +11,19 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "../../chitchat-tokio/tests/handshake_flood/mod.rs"]
+mod handshake_flood;
 
+use common::certificate::Certificate;
 use common::{poll_until, Proc, TIMEOUT};
+use handshake_flood::{huge_hello, raise_fd_limit, HALF_HELLO};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_echo_server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_echo_client");
-
-/// The first 20 bytes of a ClientHello whose record announces 200.
-const HALF_HELLO: [u8; 20] = [
-    0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03, 1, 2, 3, 4, 5, 6, 7, 8, 9,
-];
 
 /// Longest a flood may take to be closed beyond its bound on a loaded machine.
 const LATE: Duration = Duration::from_secs(20);
@@ -36,50 +34,10 @@ const LATE: Duration = Duration::from_secs(20);
 /// allocator keeps from a busier peak (up to 5 MiB seen with both cores busy).
 const NOT_A_LEAK: u64 = 12 * 1024;
 
-/// A certificate for `localhost` and its key, as PEM files removed on drop.
-struct Certificate {
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-impl Certificate {
-    fn new(name: &str) -> Certificate {
-        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let dir = std::env::temp_dir();
-        let id = std::process::id();
-        let cert = dir.join(format!("chitchat-flood-{id}-{name}-cert.pem"));
-        let key = dir.join(format!("chitchat-flood-{id}-{name}-key.pem"));
-        std::fs::write(&cert, generated.cert.pem()).unwrap();
-        std::fs::write(&key, generated.key_pair.serialize_pem()).unwrap();
-        Certificate { cert, key }
-    }
-
-    fn cert(&self) -> &str {
-        self.cert.to_str().unwrap()
-    }
-
-    fn key(&self) -> &str {
-        self.key.to_str().unwrap()
-    }
-}
-
-impl Drop for Certificate {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.cert);
-        let _ = std::fs::remove_file(&self.key);
-    }
-}
-
 /// Starts `echo_server` over TLS with `flags`; returns it and its address.
 fn tls_server(cert: &Certificate, flags: &[&str]) -> (Proc, SocketAddr) {
-    let mut args = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        cert.cert(),
-        "--tls-key",
-        cert.key(),
-    ];
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    args.extend_from_slice(&cert.server_args());
     args.extend_from_slice(flags);
     let server = Proc::spawn(SERVER, &args, None);
     let addr = server.listening();
@@ -89,14 +47,8 @@ fn tls_server(cert: &Certificate, flags: &[&str]) -> (Proc, SocketAddr) {
 /// A real client: `echo_client` over TLS sends one line and must get its echo.
 fn real_client(cert: &Certificate, addr: SocketAddr) {
     let addr = addr.to_string();
-    let args = [
-        "--connect",
-        &addr,
-        "--tls-ca",
-        cert.cert(),
-        "--tls-name",
-        "localhost",
-    ];
+    let mut args = vec!["--connect", &addr];
+    args.extend_from_slice(&cert.client_args());
     let mut client = Proc::spawn(CLIENT, &args, Some(b"ping\n"));
     let status = client.wait_exit(LATE);
     assert_eq!(status.code(), Some(0), "stderr: {}", client.stderr());
@@ -111,22 +63,6 @@ fn status_kib(server: &Proc, field: &str) -> u64 {
         .find_map(|line| line.strip_prefix(field)?.trim().strip_suffix("kB"))
         .and_then(|kib| kib.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {field} in the server's status"))
-}
-
-/// Raises the soft limit on open files to `needed` (the server inherits it).
-fn raise_fd_limit(needed: u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        if limit.rlim_cur < needed {
-            limit.rlim_cur = needed.min(limit.rlim_max);
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-        }
-    }
 }
 
 /// Opens `n` connections to `addr`, each sending `bytes` (as much of them as the
@@ -334,7 +270,7 @@ fn oversized_client_hellos_are_cut_at_the_cap() {
     let (server, addr) = tls_server(&cert, &[]);
     real_client(&cert, addr);
     let (lasted, [before, peak, first, second]) =
-        two_floods(&server, &cert, addr, 1500, &huge_hello(), LATE);
+        two_floods(&server, &cert, addr, 1500, huge_hello(), LATE);
     let longest = lasted.iter().max().unwrap();
     handshake_errors(
         &server,
@@ -353,19 +289,4 @@ fn oversized_client_hellos_are_cut_at_the_cap() {
     );
     assert!(peak < before + 40 * 1024, "peak {peak} KiB");
     assert!(second < first + NOT_A_LEAK, "RSS {first} -> {second} KiB");
-}
-
-/// A ClientHello of nearly 64 KiB in four records, all but its last byte.
-fn huge_hello() -> Vec<u8> {
-    let body_len: usize = 65_000;
-    let mut message = vec![0x01, 0x00, (body_len >> 8) as u8, body_len as u8];
-    message.resize(4 + body_len, 0x5a);
-    let mut wire = Vec::new();
-    for record in message.chunks(16_384) {
-        wire.extend_from_slice(&[0x16, 0x03, 0x01]);
-        wire.extend_from_slice(&(record.len() as u16).to_be_bytes());
-        wire.extend_from_slice(record);
-    }
-    wire.pop();
-    wire
 }

@@ -55,7 +55,7 @@ use crate::detector::{
 };
 use chitchat_core::{EventQueue, Events};
 
-use crate::config::DEFAULT_EVENT_CAPACITY;
+use crate::builder_events::BuilderEvents;
 use crate::policy::RateLimiter;
 use crate::wire::{NodeId, RefuseReason, WireError, WrongCluster, MAX_MESSAGE_LEN};
 
@@ -292,28 +292,18 @@ struct Tasks {
 }
 
 /// Configures and starts a [`Master`].
-#[derive(Debug)]
+///
+/// A clone has an event stream of its own: streams taken from one builder see
+/// only the master that builder starts.
+#[derive(Clone, Debug)]
 #[must_use = "a builder does nothing until `start` is awaited"]
 pub struct MasterBuilder {
     addr: Addr,
     config: HeartbeatConfig,
     /// Created with the builder, so that [`events`](Self::events) can subscribe
     /// before anything happens.
-    events: Arc<EventQueue<MasterEvent>>,
+    events: BuilderEvents<MasterEvent>,
     epoch: Option<u64>,
-}
-
-/// A clone has an event stream of its own: streams taken from one builder see
-/// only the master that builder starts.
-impl Clone for MasterBuilder {
-    fn clone(&self) -> Self {
-        MasterBuilder {
-            addr: self.addr,
-            config: self.config.clone(),
-            events: Arc::new(EventQueue::new(self.events.capacity())),
-            epoch: self.epoch,
-        }
-    }
 }
 
 /// What the registration handler, the round driver and the probe connections
@@ -343,7 +333,7 @@ impl Master {
         MasterBuilder {
             addr: addr.into(),
             config: HeartbeatConfig::default(),
-            events: Arc::new(EventQueue::new(DEFAULT_EVENT_CAPACITY)),
+            events: BuilderEvents::new(),
             epoch: None,
         }
     }
@@ -491,12 +481,13 @@ impl MasterBuilder {
         self
     }
 
-    /// Events kept for a reader that lags (default [`DEFAULT_EVENT_CAPACITY`]); past
-    /// it, the reader loses the oldest. Give a cluster of `n` nodes room for a few
-    /// events each if a reader may fall behind while they all join. Set it before
-    /// taking [`events`](Self::events): it starts a new stream.
+    /// Events kept for a reader that lags (default
+    /// [`DEFAULT_EVENT_CAPACITY`](crate::DEFAULT_EVENT_CAPACITY)); past it, the
+    /// reader loses the oldest. Give a cluster of `n` nodes room for a few events
+    /// each if a reader may fall behind while they all join. Set it before taking
+    /// [`events`](Self::events): it starts a new stream.
     pub fn event_capacity(mut self, capacity: usize) -> Self {
-        self.events = Arc::new(EventQueue::new(capacity));
+        self.events = BuilderEvents::with_capacity(capacity);
         self
     }
 
@@ -542,7 +533,7 @@ impl MasterBuilder {
                 limiter: RateLimiter::new(config.max_registrations_per_ip),
                 probe_seq: 0,
             }),
-            events: self.events,
+            events: self.events.into_queue(),
             epoch: self.epoch.unwrap_or_else(|| next_incarnation(0)),
             counters: Counters::default(),
             config,

@@ -63,7 +63,7 @@ use crate::clock::{fnv1a, mix, next_incarnation};
 use crate::config::HeartbeatConfig;
 use chitchat_core::{EventQueue, Events};
 
-use crate::config::DEFAULT_EVENT_CAPACITY;
+use crate::builder_events::BuilderEvents;
 use crate::wire::{Metadata, NodeId, RefuseReason, WireError, WrongCluster, MAX_MESSAGE_LEN};
 
 /// Events the probe server's engine keeps for the node's forwarder, which reads
@@ -373,7 +373,10 @@ type LeaveAll =
     Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<(), LeaveError>> + Send>> + Send>;
 
 /// Configures and starts a [`Node`].
-#[derive(Debug)]
+///
+/// A clone has an event stream of its own: streams taken from one builder see
+/// only the node that builder starts.
+#[derive(Clone, Debug)]
 #[must_use = "a builder does nothing until `start` is awaited"]
 pub struct NodeBuilder {
     id: NodeId,
@@ -384,23 +387,7 @@ pub struct NodeBuilder {
     config: HeartbeatConfig,
     /// Created with the builder, so that [`events`](Self::events) can subscribe
     /// before anything happens.
-    events: Arc<EventQueue<NodeEvent>>,
-}
-
-/// A clone has an event stream of its own: streams taken from one builder see
-/// only the node that builder starts.
-impl Clone for NodeBuilder {
-    fn clone(&self) -> Self {
-        NodeBuilder {
-            id: self.id.clone(),
-            masters: self.masters.clone(),
-            listen: self.listen,
-            metadata: self.metadata.clone(),
-            incarnation: self.incarnation,
-            config: self.config.clone(),
-            events: Arc::new(EventQueue::new(self.events.capacity())),
-        }
-    }
+    events: BuilderEvents<NodeEvent>,
 }
 
 /// What the probe handler, the membership tasks and the handle share.
@@ -468,7 +455,7 @@ impl Node {
             metadata: Metadata::new(),
             incarnation: None,
             config: HeartbeatConfig::default(),
-            events: Arc::new(EventQueue::new(DEFAULT_EVENT_CAPACITY)),
+            events: BuilderEvents::new(),
         }
     }
 
@@ -661,10 +648,11 @@ impl NodeBuilder {
         self
     }
 
-    /// Events kept for a reader that lags (default [`DEFAULT_EVENT_CAPACITY`]). Set
-    /// it before taking [`events`](Self::events): it starts a new stream.
+    /// Events kept for a reader that lags (default
+    /// [`DEFAULT_EVENT_CAPACITY`](crate::DEFAULT_EVENT_CAPACITY)). Set it before
+    /// taking [`events`](Self::events): it starts a new stream.
     pub fn event_capacity(mut self, capacity: usize) -> Self {
-        self.events = Arc::new(EventQueue::new(capacity));
+        self.events = BuilderEvents::with_capacity(capacity);
         self
     }
 
@@ -727,7 +715,7 @@ impl NodeBuilder {
             bound: OnceLock::new(),
             seq: AtomicU64::new(0),
             masters,
-            events: self.events,
+            events: self.events.into_queue(),
             status,
             counters: Counters::default(),
         });

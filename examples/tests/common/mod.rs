@@ -1,6 +1,7 @@
 //! What the black-box tests of the example binaries share: a child process whose
 //! output is collected in the background and which is killed when the test ends
-//! (failed or not), with bounded waits on what it prints and on its exit.
+//! (failed or not), with bounded waits on what it prints and on its exit; and a
+//! self-signed certificate for the TLS tests (`certificate`).
 
 // Each test binary includes this module and uses only part of it.
 #![allow(dead_code)]
@@ -11,6 +12,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+pub mod certificate;
 
 /// Bound on a wait for something that takes well under a second, even on a
 /// machine busy with other builds.

@@ -241,6 +241,19 @@ impl Output {
         }
     }
 
+    /// Waits for `forwarder` to end, then shows the notes still in `rx`.
+    pub async fn show_rest(
+        &mut self,
+        forwarder: JoinHandle<()>,
+        rx: &mut mpsc::UnboundedReceiver<Note>,
+    ) -> anyhow::Result<()> {
+        forwarder.await?;
+        while let Some(note) = rx.recv().await {
+            self.show(note)?;
+        }
+        Ok(())
+    }
+
     /// Redraws the live table if something changed (or its clock is due).
     pub fn draw(&mut self, master: &Master) -> io::Result<()> {
         match &mut self.table {

@@ -33,6 +33,8 @@ mod master;
 mod node;
 mod table;
 
+use std::future::Future;
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -104,9 +106,16 @@ impl Cluster {
         Ok(config)
     }
 
-    /// When to stop on our own, if ever.
-    fn deadline(&self, start: Instant) -> Option<tokio::time::Instant> {
-        (self.duration > 0).then(|| (start + Duration::from_secs(self.duration)).into())
+    /// Resolves when `stop` does (a signal) or `--duration` after `start`,
+    /// whichever comes first.
+    async fn until_stopped(&self, start: Instant, stop: impl Future) {
+        let deadline =
+            (self.duration > 0).then(|| (start + Duration::from_secs(self.duration)).into());
+        tokio::select! {
+            biased;
+            _ = stop => {}
+            () = sleep_until(deadline) => {}
+        }
     }
 }
 
@@ -144,6 +153,13 @@ async fn run() -> anyhow::Result<ExitCode> {
 /// `node-PID`: a node id unique on this host.
 fn default_node_id() -> anyhow::Result<NodeId> {
     Ok(NodeId::new(format!("node-{}", std::process::id()))?)
+}
+
+/// Prints `listening on ADDR`, the first line of `master` and `node`.
+fn print_listening(addr: Addr) -> io::Result<()> {
+    let mut stdout = io::stdout();
+    writeln!(stdout, "listening on {addr}")?;
+    stdout.flush()
 }
 
 /// Resolves at `deadline`, or never.

@@ -5,7 +5,7 @@
 //! full table can never leave the master without a descriptor to dial with.
 //! SIGUSR1 forgets every dead and left node at once.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::lines::{forward_master, Output};
 use crate::table::{title, Table};
-use crate::{sleep_until, Cluster};
+use crate::{print_listening, Cluster};
 
 /// Descriptors kept free beyond the nodes' and the registrations': stdio, the
 /// listener, the runtime's own, a few dials in flight.
@@ -78,25 +78,24 @@ pub async fn run(start: Instant, args: MasterArgs) -> anyhow::Result<ExitCode> {
     // From the builder: a node retrying may register the instant the port opens.
     let events = builder.events();
     let master = builder.start(&Tcp, Tcp).await?;
-    let mut stdout = io::stdout();
-    writeln!(stdout, "listening on {}", master.local_addr())?;
-    stdout.flush()?;
+    print_listening(master.local_addr())?;
     if let Some(warning) = master.security_warning() {
         eprintln!("warning: {warning}");
     }
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let forwarder = forward_master(events, tx);
-    let table = stdout.is_terminal().then(|| Table::new(title(&master)));
+    let table = io::stdout()
+        .is_terminal()
+        .then(|| Table::new(title(&master)));
     let mut out = Output::new(start, table, true);
     let mut redraw = tokio::time::interval(REDRAW);
-    let deadline = args.cluster.deadline(start);
-    tokio::pin!(stop);
+    let stopped = args.cluster.until_stopped(start, stop);
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
             biased;
-            _ = &mut stop => break,
-            () = sleep_until(deadline) => break,
+            () = &mut stopped => break,
             Some(note) = rx.recv() => {
                 out.show(note)?;
             }
@@ -105,10 +104,7 @@ pub async fn run(start: Instant, args: MasterArgs) -> anyhow::Result<ExitCode> {
         }
     }
     master.shutdown().await;
-    forwarder.await?;
-    while let Some(note) = rx.recv().await {
-        out.show(note)?;
-    }
+    out.show_rest(forwarder, &mut rx).await?;
     out.finish(&master)?;
     Ok(ExitCode::SUCCESS)
 }

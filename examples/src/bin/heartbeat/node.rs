@@ -1,7 +1,6 @@
 //! `heartbeat node`: answer the masters' probes, stay registered with each, leave
 //! when stopped.
 
-use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -12,7 +11,7 @@ use clap::Args;
 use tokio::sync::mpsc;
 
 use crate::lines::{forward_node, Output};
-use crate::{default_node_id, resolve, sleep_until, Cluster};
+use crate::{default_node_id, print_listening, resolve, Cluster};
 
 /// The flags of `heartbeat node`.
 #[derive(Debug, Args)]
@@ -60,9 +59,7 @@ pub async fn run(start: Instant, args: NodeArgs) -> anyhow::Result<ExitCode> {
     let node = builder.start(&Tcp, Tcp).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let forwarder = forward_node(id, events, tx);
-    let mut stdout = io::stdout();
-    writeln!(stdout, "listening on {}", node.local_addr())?;
-    stdout.flush()?;
+    print_listening(node.local_addr())?;
 
     // A node has no table: its events are lines, on a terminal too.
     let mut out = Output::new(start, None, true);
@@ -72,14 +69,13 @@ pub async fn run(start: Instant, args: NodeArgs) -> anyhow::Result<ExitCode> {
         (start + config.master_timeout).into(),
         config.master_timeout,
     );
-    let deadline = args.cluster.deadline(start);
+    let stopped = args.cluster.until_stopped(start, stop);
     let mut code = ExitCode::SUCCESS;
-    tokio::pin!(stop);
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
             biased;
-            _ = &mut stop => break,
-            () = sleep_until(deadline) => break,
+            () = &mut stopped => break,
             Some(note) = rx.recv() => {
                 out.show(note)?;
                 if matches!(node.status(), MemberStatus::Refused(_)) {
@@ -106,9 +102,6 @@ pub async fn run(start: Instant, args: NodeArgs) -> anyhow::Result<ExitCode> {
     } else {
         node.stop().await;
     }
-    forwarder.await?;
-    while let Some(note) = rx.recv().await {
-        out.show(note)?;
-    }
+    out.show_rest(forwarder, &mut rx).await?;
     Ok(code)
 }

@@ -75,6 +75,16 @@ pub fn fmt_opt(value: Option<f64>, format: impl Fn(f64) -> String) -> String {
     value.map_or_else(|| "–".to_owned(), format)
 }
 
+/// A table row without its line end: `| title |`, then `cell(server) |` for each
+/// of [`SERVERS`], in order.
+fn server_row(title: &str, cell: impl Fn(&'static str) -> String) -> String {
+    let mut row = format!("| {title} |");
+    for server in SERVERS {
+        let _ = write!(row, " {} |", cell(server));
+    }
+    row
+}
+
 impl Results<'_> {
     /// Median of `field` over the successful runs of `server` in `scenario`.
     pub fn median(&self, scenario: &str, server: &str, field: &str) -> Option<f64> {
@@ -190,12 +200,8 @@ impl Results<'_> {
                 };
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                    s.title,
-                    cell("echo_server"),
-                    cell("baseline_lines"),
-                    cell("baseline_memchr"),
-                    cell("baseline_raw"),
+                    "{} {} | {} | {} |",
+                    server_row(s.title, cell),
                     ratio("baseline_lines"),
                     ratio("baseline_memchr"),
                     ratio("baseline_raw"),
@@ -216,15 +222,7 @@ impl Results<'_> {
                         fmt_opt(self.median(s.key, server, "p99_us"), |v| format!("{v:.0}"))
                     )
                 };
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {} | {} |",
-                    s.title,
-                    cell("echo_server"),
-                    cell("baseline_lines"),
-                    cell("baseline_memchr"),
-                    cell("baseline_raw"),
-                );
+                let _ = writeln!(md, "{}", server_row(s.title, cell));
             }
 
             md.push_str(
@@ -254,15 +252,7 @@ impl Results<'_> {
                         pct(server, "loadgen_wait"),
                     )
                 };
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {} | {} |",
-                    s.title,
-                    cell("echo_server"),
-                    cell("baseline_lines"),
-                    cell("baseline_memchr"),
-                    cell("baseline_raw"),
-                );
+                let _ = writeln!(md, "{}", server_row(s.title, cell));
             }
             if let Some(s) = throughput.iter().find(|s| s.key == "pipeline-10x16k") {
                 let mb = |server| {
@@ -545,4 +535,17 @@ pub fn update_markdown(path: &Path, section: &str) -> anyhow::Result<()> {
         _ => format!("# Benchmarks\n\n{generated}\n{old}"),
     };
     std::fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_row_has_a_cell_per_server_in_order() {
+        assert_eq!(
+            server_row("pingpong", |server| server.len().to_string()),
+            "| pingpong | 11 | 14 | 15 | 12 |"
+        );
+    }
 }
