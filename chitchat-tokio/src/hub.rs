@@ -95,7 +95,11 @@ impl Hub {
         Arc::new_cyclic(|me| Hub {
             local: parts.local,
             me: me.clone(),
-            registry: Registry::default(),
+            registry: if parts.client.is_some() {
+                Registry::single()
+            } else {
+                Registry::default()
+            },
             framer: parts.framer,
             bound: parts.bound,
             reporter: parts.reporter,

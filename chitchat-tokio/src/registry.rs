@@ -32,6 +32,12 @@ struct Inner {
     /// The same connections, found by peer address. Never iterated: its order,
     /// which depends on a random seed, reaches nobody.
     by_peer: HashTable<ConnHandle>,
+    /// A client's one connection, kept here instead of in the maps above: a tree
+    /// node and a hash table for one entry would cost every client connection
+    /// about 250 bytes.
+    only: Option<ConnHandle>,
+    /// This registry holds at most one connection, in `only`.
+    single: bool,
     hasher: RandomState,
     next_seq: u64,
 }
@@ -40,9 +46,24 @@ impl Inner {
     fn hash(&self, peer: &Addr) -> u64 {
         self.hasher.hash_one(peer)
     }
+
+    /// Every registered connection, in accept order.
+    fn conns(&self) -> impl Iterator<Item = &ConnHandle> {
+        self.by_seq.values().chain(self.only.iter())
+    }
 }
 
 impl Registry {
+    /// The registry of a client: one connection at most.
+    pub(crate) fn single() -> Self {
+        Registry {
+            inner: Mutex::new(Inner {
+                single: true,
+                ..Inner::default()
+            }),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Plain data: a panic elsewhere while holding the lock leaves it usable.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
@@ -51,12 +72,19 @@ impl Registry {
     /// Registers `conn` unless `max` connections are already registered.
     pub(crate) fn insert_within(&self, conn: ConnHandle, max: usize) -> bool {
         let mut inner = self.lock();
-        if inner.by_seq.len() >= max {
+        if inner.by_seq.len() + usize::from(inner.only.is_some()) >= max {
             return false;
         }
         let seq = inner.next_seq;
         inner.next_seq += 1;
         conn.set_seq(seq);
+        if inner.single {
+            if inner.only.is_some() {
+                return false;
+            }
+            inner.only = Some(conn);
+            return true;
+        }
         let hash = inner.hash(&conn.peer());
         let Inner {
             by_peer, hasher, ..
@@ -69,6 +97,14 @@ impl Registry {
     /// Unregisters `conn` (its task ended).
     pub(crate) fn remove(&self, conn: &ConnHandle) {
         let mut inner = self.lock();
+        if inner
+            .only
+            .as_ref()
+            .is_some_and(|only| Arc::ptr_eq(only, conn))
+        {
+            inner.only = None;
+            return;
+        }
         inner.by_seq.remove(&conn.seq());
         let hash = inner.hash(&conn.peer());
         if let Ok(entry) = inner.by_peer.find_entry(hash, |c| Arc::ptr_eq(c, conn)) {
@@ -79,18 +115,19 @@ impl Registry {
     /// The open (not closing) connection from `peer`.
     pub(crate) fn get(&self, peer: &Addr) -> Option<ConnHandle> {
         let inner = self.lock();
+        let usable = |c: &&ConnHandle| c.peer() == *peer && !c.is_closing();
+        if inner.single {
+            return inner.only.as_ref().filter(usable).cloned();
+        }
         let hash = inner.hash(peer);
-        inner
-            .by_peer
-            .find(hash, |c| c.peer() == *peer && !c.is_closing())
-            .cloned()
+        inner.by_peer.find(hash, |c| usable(&c)).cloned()
     }
 
     /// Calls `f` with every open connection, in accept order, under the registry's
     /// lock: `f` must not call back into the registry.
     pub(crate) fn for_each_open(&self, mut f: impl FnMut(&ConnHandle)) {
         let inner = self.lock();
-        for conn in inner.by_seq.values().filter(|c| !c.is_closing()) {
+        for conn in inner.conns().filter(|c| !c.is_closing()) {
             f(conn);
         }
     }
@@ -107,7 +144,8 @@ impl Registry {
     pub(crate) fn wake(&self, seqs: &[u64]) {
         let inner = self.lock();
         for seq in seqs {
-            if let Some(conn) = inner.by_seq.get(seq) {
+            let only = inner.only.as_ref().filter(|c| c.seq() == *seq);
+            if let Some(conn) = inner.by_seq.get(seq).or(only) {
                 conn.wake_task();
             }
         }
@@ -115,12 +153,13 @@ impl Registry {
 
     /// Every registered connection, closing ones included, in accept order.
     pub(crate) fn all(&self) -> Vec<ConnHandle> {
-        self.lock().by_seq.values().cloned().collect()
+        self.lock().conns().cloned().collect()
     }
 
     /// Registered connections, closing ones included: what holds a socket.
     pub(crate) fn len(&self) -> usize {
-        self.lock().by_seq.len()
+        let inner = self.lock();
+        inner.by_seq.len() + usize::from(inner.only.is_some())
     }
 
     /// The connection holding the most for an unfinished frame, if any holds some,
@@ -131,7 +170,7 @@ impl Registry {
     ) -> Option<(ConnHandle, usize)> {
         let inner = self.lock();
         let mut best: Option<(&ConnHandle, usize)> = None;
-        for conn in inner.by_seq.values().filter(|c| !skip(c)) {
+        for conn in inner.conns().filter(|c| !skip(c)) {
             let held = conn.partial();
             if held > 0 && best.is_none_or(|(_, most)| held > most) {
                 best = Some((conn, held));
@@ -146,5 +185,35 @@ impl std::fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("len", &self.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handle::ConnShared;
+
+    fn conn(port: u16) -> ConnHandle {
+        Arc::new(ConnShared::new(Addr::from(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            port,
+        )))))
+    }
+
+    #[test]
+    fn a_single_registry_holds_one_connection_and_finds_it_like_a_server_registry() {
+        for registry in [Registry::single(), Registry::default()] {
+            let first = conn(1);
+            assert!(registry.insert_within(first.clone(), 1));
+            assert!(!registry.insert_within(conn(2), 1), "over the limit");
+            assert_eq!(registry.len(), 1);
+            assert!(registry.get(&first.peer()).is_some());
+            assert!(registry.get(&conn(2).peer()).is_none());
+            assert_eq!(registry.open_addrs(), [first.peer()]);
+            registry.remove(&first);
+            assert_eq!(registry.len(), 0);
+            assert!(registry.get(&first.peer()).is_none());
+            assert!(registry.insert_within(conn(3), 1), "room again");
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! free and nothing of the server still runs.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use chitchat_core::{CloseReason, ShutdownReport};
@@ -26,8 +26,9 @@ pub(crate) struct Finished {
 /// The shutdown state of one server.
 #[derive(Debug, Default)]
 pub(crate) struct Shutdown {
-    /// Cancelled to stop the accept loop.
-    stop: CancellationToken,
+    /// Cancelled to stop the accept loop; made when the accept loop starts (a
+    /// client has none, and the token is an allocation).
+    stop: OnceLock<CancellationToken>,
     /// Connection tasks not yet ended, so we can wait for all of them. Counted by
     /// the tasks themselves (not by wrapping them: every idle connection's task
     /// would carry the wrapper).
@@ -42,7 +43,7 @@ pub(crate) struct Shutdown {
 
 impl Shutdown {
     pub(crate) fn stop_token(&self) -> CancellationToken {
-        self.stop.clone()
+        self.stop.get_or_init(CancellationToken::new).clone()
     }
 
     pub(crate) fn set_accept_task(&self, task: JoinHandle<()>) {
@@ -90,7 +91,9 @@ impl Shutdown {
 
     /// Stops accepting: returns once the listener is closed.
     async fn stop_accepting(&self) {
-        self.stop.cancel();
+        if let Some(stop) = self.stop.get() {
+            stop.cancel();
+        }
         let task = self
             .accept_task
             .lock()
@@ -139,7 +142,9 @@ impl Shutdown {
 
     /// Without waiting: what dropping the server does.
     pub(crate) fn abandon(&self, connections: Vec<ConnHandle>) {
-        self.stop.cancel();
+        if let Some(stop) = self.stop.get() {
+            stop.cancel();
+        }
         for conn in connections {
             conn.request_close(CloseRequest::Abort(CloseReason::Shutdown));
         }
