@@ -82,3 +82,53 @@ async fn same_seed_same_trace_with_the_engine() {
 async fn another_seed_another_trace_with_the_engine() {
     assert_ne!(scenario(11).await, scenario(12).await);
 }
+
+/// Connections whose idle deadlines fall on one instant are closed in accept order:
+/// the server wakes connections in deadline, then accept order, so neither the
+/// peers' addresses nor a hash seed decide who is closed first.
+#[tokio::test(start_paused = true)]
+async fn idle_connections_with_one_deadline_close_in_accept_order() {
+    use chitchat_core::{CloseReason, ConnEvent};
+    use futures::StreamExt;
+
+    let net = Network::new(3);
+    let server_host = net.host([10, 0, 0, 1]);
+    let server = Server::builder("10.0.0.1:7000".parse::<Addr>().unwrap())
+        .on_frame(|_ctx, _frame| {})
+        .idle_timeout(Duration::from_secs(2))
+        .listen_on(&server_host)
+        .await
+        .unwrap();
+    let mut events = server.events();
+    // Hosts whose addresses are in an order unrelated to the dialing order, all
+    // dialing at one instant: their idle deadlines are the same.
+    let hosts: Vec<_> = (0..40u8)
+        .map(|i| net.host([10, 0, 1, i.wrapping_mul(97).wrapping_add(1)]))
+        .collect();
+    let dials = hosts.iter().map(|host| {
+        Client::builder(server.local_addr())
+            .on_frame(|_ctx, _frame| {})
+            .connect_with(host)
+    });
+    let clients: Vec<_> = futures::future::join_all(dials)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    while server.connection_count() < clients.len() {
+        tokio::task::yield_now().await;
+    }
+    let accepted = server.remote_addrs();
+    assert_eq!(accepted.len(), clients.len());
+
+    let mut closed = Vec::new();
+    while closed.len() < accepted.len() {
+        let Some(ConnEvent::Closed(close)) = events.next().await else {
+            continue;
+        };
+        assert_eq!(close.reason, CloseReason::IdleTimeout);
+        closed.push(close.peer);
+    }
+    assert_eq!(closed, accepted);
+    server.cut().await;
+}
