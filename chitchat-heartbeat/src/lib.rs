@@ -197,7 +197,9 @@
 //!   `max_registrations_per_ip` 100/s, `max_metadata_len` 1 KiB, no foreign probe
 //!   addresses, frame deadlines and idle timeouts on both ports,
 //!   `registration_connections` 1024 and `probe_connections` 64, and dead rows
-//!   forgotten after 10 minutes. Size `max_nodes + registration_connections` under
+//!   forgotten after 10 minutes. A master runs at most 512 probe dials at once
+//!   (the rest wait their turn), so a start with thousands of nodes to dial does
+//!   not hold a dial for each at once. Size `max_nodes + registration_connections` under
 //!   the master's open-file limit with room to spare (the binary does).
 //! - Run two masters for a service that must see failures while one restarts.
 //! - Bind the registration port to the cluster's network, not the internet, when
