@@ -399,3 +399,31 @@ fn a_large_cluster_crashed_ones_dead_within_the_bound_and_no_false_dead() {
         trace.abort();
     });
 }
+
+/// A master with more nodes to dial than it dials at once (512) starts the rest
+/// as earlier dials end, not all in the same instant: a start with thousands of
+/// nodes holds at most 512 dials.
+#[tokio::test(start_paused = true)]
+async fn a_master_dials_at_most_512_nodes_at_once() {
+    let nodes = 600;
+    let net = Network::new(12);
+    // A round trip of 100 ms: a dial stays in flight that long.
+    net.set_default_link(LinkConfig::default().latency(Duration::from_millis(50)));
+    let cluster = Cluster::start_on(net, HeartbeatConfig::default(), nodes).await;
+    // Every node registered before the first round with nodes in it, which dials
+    // them all; then let those dials end.
+    tokio::time::sleep(cluster.config.probe_interval + Duration::from_secs(1)).await;
+
+    let mut dials_by_instant: BTreeMap<Duration, usize> = BTreeMap::new();
+    for entry in cluster.net.trace() {
+        if let chitchat_testkit::TraceEvent::Connect { from, .. } = entry.event {
+            if from.ip() == master_ip() {
+                *dials_by_instant.entry(entry.at).or_default() += 1;
+            }
+        }
+    }
+    let dialed: usize = dials_by_instant.values().sum();
+    let most_at_once = dials_by_instant.values().copied().max().unwrap_or(0);
+    assert!(dialed >= nodes, "every node dialed: {dials_by_instant:?}");
+    assert_eq!(most_at_once, 512, "{dials_by_instant:?}");
+}
