@@ -193,12 +193,15 @@ async fn run() -> anyhow::Result<ExitCode> {
 async fn log_errors(mut events: Events<ConnEvent>) {
     let mut lost = 0;
     while let Some(event) = events.next().await {
-        if events.dropped() > lost {
+        // Read once: more may be dropped between two reads, and those would be
+        // counted as reported without ever being printed.
+        let dropped = events.dropped();
+        if dropped > lost {
             eprintln!(
                 "warning: {} events not printed: the log fell behind",
-                events.dropped() - lost
+                dropped - lost
             );
-            lost = events.dropped();
+            lost = dropped;
         }
         if let Some(err) = event.as_error() {
             eprintln!("error: {err}");
