@@ -85,21 +85,18 @@ pub(crate) struct HubParts {
 impl Hub {
     pub(crate) fn new(parts: HubParts) -> Arc<Hub> {
         let epoch = Epoch::now();
-        // A server's connections share a sweeper task; a client's one connection
-        // sweeps its own deadlines.
-        let sweeper = if parts.client.is_some() {
-            Sweeper::Connection
+        // A client has one connection: it sweeps its own deadlines and its registry
+        // keeps no maps. A server's connections share a sweeper task.
+        let one_connection = parts.client.is_some();
+        let (sweeper, registry) = if one_connection {
+            (Sweeper::Connection, Registry::single())
         } else {
-            Sweeper::Task
+            (Sweeper::Task, Registry::default())
         };
         Arc::new_cyclic(|me| Hub {
             local: parts.local,
             me: me.clone(),
-            registry: if parts.client.is_some() {
-                Registry::single()
-            } else {
-                Registry::default()
-            },
+            registry,
             framer: parts.framer,
             bound: parts.bound,
             reporter: parts.reporter,

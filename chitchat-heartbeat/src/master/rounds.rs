@@ -99,9 +99,7 @@ pub(super) async fn run<C: Connector>(
             // A finished dial's task is freed only once joined: reap them as they
             // end, not a round later, and start the next waiting one.
             Some(_) = dials.join_next(), if !dials.is_empty() => {
-                if let Some(dial) = waiting.pop_front() {
-                    dials.spawn(open(shared.clone(), connector.clone(), dial));
-                }
+                start_dials(&shared, &connector, &mut dials, &mut waiting);
                 continue;
             }
         }
@@ -113,16 +111,26 @@ pub(super) async fn run<C: Connector>(
         let to_dial =
             shared.with_state(|state, now| start_round(&shared, state, now, &mut scratch));
         waiting.extend(to_dial);
-        while dials.len() < DIALS_AT_ONCE {
-            let Some(dial) = waiting.pop_front() else {
-                break;
-            };
-            dials.spawn(open(shared.clone(), connector.clone(), dial));
-        }
+        start_dials(&shared, &connector, &mut dials, &mut waiting);
         deadline = Some(Instant::now() + config.probe_timeout);
     }
     dials.shutdown().await;
     shared.lock().detector.reset_links();
+}
+
+/// Starts waiting dials, in order, while fewer than `DIALS_AT_ONCE` run.
+fn start_dials<C: Connector>(
+    shared: &Arc<Shared>,
+    connector: &Arc<C>,
+    dials: &mut JoinSet<()>,
+    waiting: &mut VecDeque<Dial>,
+) {
+    while dials.len() < DIALS_AT_ONCE {
+        let Some(dial) = waiting.pop_front() else {
+            return;
+        };
+        dials.spawn(open(shared.clone(), connector.clone(), dial));
+    }
 }
 
 /// Ticks the detector and probes every live node; returns the dials to start.
