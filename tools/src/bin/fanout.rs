@@ -402,15 +402,17 @@ async fn drive(args: &Args, kind: &'static str) -> anyhow::Result<Report> {
     let mut delivered = 0;
     let mut mismatches = 0;
     let mut last = sent;
-    for result in results {
+    for result in &results {
         match result {
-            Ok(at) => {
+            Ok((at, _)) => {
                 delivered += 1;
-                last = last.max(at);
+                last = last.max(*at);
             }
             Err(_) => mismatches += 1,
         }
     }
+    // The connections close only now: their closes are not the broadcast's cost.
+    drop(results);
     Ok(Report {
         server: kind,
         connections: args.connections,
@@ -426,13 +428,14 @@ async fn drive(args: &Args, kind: &'static str) -> anyhow::Result<Report> {
     })
 }
 
-/// Reads exactly the broadcast frame; returns when it was complete.
-async fn receive_frame(mut stream: TcpStream) -> anyhow::Result<Instant> {
+/// Reads exactly the broadcast frame; returns when it was complete, and the
+/// stream, still open.
+async fn receive_frame(mut stream: TcpStream) -> anyhow::Result<(Instant, TcpStream)> {
     let mut frame = [0u8; PAYLOAD.len() + 1];
     stream.read_exact(&mut frame).await?;
     let at = Instant::now();
     if &frame[..PAYLOAD.len()] != PAYLOAD || frame[PAYLOAD.len()] != b'\n' {
         bail!("received {:?}", String::from_utf8_lossy(&frame));
     }
-    Ok(at)
+    Ok((at, stream))
 }
