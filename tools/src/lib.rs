@@ -15,11 +15,14 @@
 //! - [`baseline`]: the baselines' shared flag and accept loop.
 //! - `src/bin/fanout.rs`: many idle connections on one server: accept time,
 //!   memory per connection, and one broadcast to all of them.
+//! - [`probe_floor`]: the floor `heartbeat_bench` puts under a master's CPU per
+//!   probe: the same exchange in plain tokio code.
 //! - [`procfs`]: the one reader of Linux's `/proc` (CPU time, run-queue wait,
 //!   memory, open files, the machine).
 //! - [`sockets`]: the open-file limit, and dialing from many loopback addresses.
 #![deny(missing_docs)]
 
 pub mod baseline;
+pub mod probe_floor;
 pub mod procfs;
 pub mod sockets;

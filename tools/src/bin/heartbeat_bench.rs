@@ -65,7 +65,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use chitchat_heartbeat::{HeartbeatConfig, MemberStatus, Node, NodeId};
 use chitchat_tokio::Tcp;
-use chitchat_tools::procfs;
+use chitchat_tools::{probe_floor, procfs};
 use clap::Parser;
 
 /// Runs a `heartbeat master` child with N nodes and reports its CPU share and RSS.
@@ -104,6 +104,23 @@ struct Args {
     /// the open-file limit allows, one per 6 645 nodes under 20 000]
     #[arg(long, value_name = "N")]
     node_processes: Option<usize>,
+
+    /// Skip the floor: the same probes and acks over the same number of loopback
+    /// connections, sent and counted by plain tokio code (see below).
+    #[arg(long)]
+    no_floor: bool,
+
+    /// Run as the floor's responder: answer every probe line with an ack.
+    #[arg(long, hide = true)]
+    floor_respond: bool,
+
+    /// Run as the floor's prober: N connections to `--floor-target`s.
+    #[arg(long, value_name = "N", hide = true, requires = "floor_target")]
+    floor_probe: Option<usize>,
+
+    /// A responder the floor's prober dials.
+    #[arg(long, value_name = "ADDR", hide = true)]
+    floor_target: Vec<SocketAddr>,
 
     /// Run as a node process: nodes FIRST to END - 1, registering with `--master`.
     #[arg(long, value_name = "FIRST..END", hide = true, value_parser = parse_range, requires = "master")]
@@ -155,6 +172,12 @@ async fn run() -> anyhow::Result<ExitCode> {
             chitchat_heartbeat::Keyring::load(path)
                 .with_context(|| format!("cannot load the key file {}", path.display()))?,
         );
+    }
+    if args.floor_respond {
+        return floor_respond().await;
+    }
+    if let Some(count) = args.floor_probe {
+        return floor_probe(count, &args.floor_target, config.probe_interval).await;
     }
     match (&args.node_process, args.master) {
         (Some(range), Some(master)) => node_process(range.clone(), master, config, fd_limit).await,
@@ -229,7 +252,7 @@ async fn bench(args: Args, config: HeartbeatConfig, fd_limit: usize) -> anyhow::
     let mut children = Vec::with_capacity(processes);
     for k in 0..processes {
         let range = (k * args.nodes / processes)..((k + 1) * args.nodes / processes);
-        children.push(NodeProcess::spawn(range, addr, &args)?);
+        children.push(Worker::node_process(range, addr, &args)?);
     }
     let pids: Vec<String> = children.iter().map(|c| c.pid().to_string()).collect();
     println!(
@@ -249,7 +272,7 @@ async fn bench(args: Args, config: HeartbeatConfig, fd_limit: usize) -> anyhow::
         for child in &children {
             child.check_alive()?;
         }
-        if children.iter().all(NodeProcess::started) {
+        if children.iter().all(Worker::started) {
             break;
         }
         if Instant::now() > deadline {
@@ -375,12 +398,136 @@ async fn bench(args: Args, config: HeartbeatConfig, fd_limit: usize) -> anyhow::
     let failed = in_window("suspect") + in_window("dead");
     drop(children);
     master.stop();
+    if !args.no_floor {
+        let floor = floor(&args, config.probe_interval).await?;
+        println!(
+            "floor (plain tokio, same probes and acks over {} loopback connections): cpu {:.2} % \
+             of one core ({:.2} s; {:.1} us per probe; acks in the window: about {}); master / \
+             floor: {:.2}",
+            args.nodes,
+            100.0 * floor.cpu / floor.wall,
+            floor.cpu,
+            1e6 * floor.cpu / floor.probes,
+            floor.acks,
+            (master_cpu / probes) / (floor.cpu / floor.probes)
+        );
+    }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
         eprintln!("error: {failed} suspect or dead events: the machine was too busy to measure");
         ExitCode::FAILURE
     })
+}
+
+/// What the floor's prober spent over its window.
+struct FloorRun {
+    wall: f64,
+    cpu: f64,
+    probes: f64,
+    acks: u64,
+}
+
+/// The floor: a responder process and a prober process of this binary, with as
+/// many connections as the master had nodes, measured over a window as long as
+/// the master's, after one round to settle. The prober's CPU is its own
+/// process's, as the master's is.
+async fn floor(args: &Args, interval: Duration) -> anyhow::Result<FloorRun> {
+    let responder = Worker::spawn(
+        "the floor's responder".to_owned(),
+        ["--floor-respond".to_owned()],
+    )?;
+    let target = responder.wait_listening(STARTUP).await?;
+    let prober = Worker::spawn(
+        "the floor's prober".to_owned(),
+        [
+            "--floor-probe".to_owned(),
+            args.nodes.to_string(),
+            "--floor-target".to_owned(),
+            target.to_string(),
+            "--probe-interval-ms".to_owned(),
+            args.probe_interval_ms.to_string(),
+        ],
+    )?;
+    let deadline = Instant::now() + STARTUP;
+    while !prober.started() {
+        responder.check_alive()?;
+        prober.check_alive()?;
+        if Instant::now() > deadline {
+            bail!("the floor's prober did not connect within {STARTUP:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(interval + Duration::from_secs(1)).await;
+    let start = (
+        Instant::now(),
+        procfs::cpu_time(prober.pid())?.as_secs_f64(),
+    );
+    let acks_before = prober.tally().probes_answered;
+    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    responder.check_alive()?;
+    prober.check_alive()?;
+    let wall = start.0.elapsed().as_secs_f64();
+    let cpu = procfs::cpu_time(prober.pid())?.as_secs_f64() - start.1;
+    Ok(FloorRun {
+        wall,
+        cpu,
+        probes: wall / interval.as_secs_f64() * args.nodes as f64,
+        acks: prober.tally().probes_answered - acks_before,
+    })
+}
+
+/// The floor's responder: prints `listening on ADDR`, answers until its standard
+/// input closes.
+async fn floor_respond() -> anyhow::Result<ExitCode> {
+    exit_when_stdin_closes();
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    println!("listening on {}", listener.local_addr()?);
+    probe_floor::respond(listener).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The floor's prober: dials `count` connections, prints `started N`, then probes
+/// every `interval` and prints a tally line every second, its acks counted as
+/// probes answered, until its standard input closes.
+async fn floor_probe(
+    count: usize,
+    targets: &[SocketAddr],
+    interval: Duration,
+) -> anyhow::Result<ExitCode> {
+    exit_when_stdin_closes();
+    let prober = probe_floor::Prober::connect(targets, count)
+        .await
+        .context("the floor's prober cannot dial")?;
+    let acks = prober.acks();
+    let mut stdout = io::stdout();
+    writeln!(stdout, "started {count}")?;
+    let rounds = tokio::spawn(prober.run(interval));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while !rounds.is_finished() {
+        tick.tick().await;
+        let tally = Tally {
+            probes_answered: acks.load(Ordering::Relaxed),
+            ..Tally::default()
+        };
+        if writeln!(stdout, "{}", tally.line()).is_err() {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    rounds.await?.context("the floor's prober cannot write")?;
+    Ok(ExitCode::FAILURE)
+}
+
+/// Exits this process when its standard input closes: the parent holds the other
+/// end, so when it ends, however it ends, this read returns 0 (the parent also
+/// asked the kernel for SIGKILL then).
+fn exit_when_stdin_closes() {
+    thread::spawn(|| {
+        let mut sink = [0u8; 64];
+        let mut stdin = io::stdin();
+        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
 }
 
 /// Nodes one node process holds under the open-file limit.
@@ -422,14 +569,7 @@ async fn node_process(
     config: HeartbeatConfig,
     fd_limit: usize,
 ) -> anyhow::Result<ExitCode> {
-    // The parent holds the other end of stdin: when it ends, however it ends, this
-    // read returns 0 (the parent also asked the kernel for SIGKILL then).
-    thread::spawn(|| {
-        let mut sink = [0u8; 64];
-        let mut stdin = io::stdin();
-        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
-        std::process::exit(0);
-    });
+    exit_when_stdin_closes();
     let count = range.len();
     let needed = count * FDS_PER_NODE + NODE_PROCESS_RESERVE;
     if needed > fd_limit {
@@ -531,14 +671,10 @@ impl Tally {
     }
 
     /// The last tallies of `children`, added up.
-    fn sum(children: &[NodeProcess]) -> Tally {
+    fn sum(children: &[Worker]) -> Tally {
         let mut sum = Tally::default();
         for child in children {
-            let last = child
-                .report
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .tally;
+            let last = child.tally();
             sum.registered += last.registered;
             sum.registering += last.registering;
             sum.master_lost += last.master_lost;
@@ -550,43 +686,62 @@ impl Tally {
     }
 }
 
-/// What a node process said so far.
+/// What a worker process said so far.
 #[derive(Debug, Default)]
 struct Report {
     started: bool,
+    /// From a `listening on ADDR` line.
+    listening: Option<SocketAddr>,
     /// Its stdout closed: it exited.
     ended: bool,
     tally: Tally,
 }
 
-/// A node process: killed when dropped.
-struct NodeProcess {
+/// A child process of this binary (a node process, or one side of the floor),
+/// run with hidden flags and read line by line: killed when dropped.
+struct Worker {
     child: Child,
-    range: Range<usize>,
+    /// What it is, for errors: "the node process of nodes 0..100".
+    what: String,
     /// Held open: the child exits when it closes.
     _stdin: ChildStdin,
     report: Arc<Mutex<Report>>,
 }
 
-impl NodeProcess {
-    fn spawn(range: Range<usize>, master: SocketAddr, args: &Args) -> anyhow::Result<NodeProcess> {
+impl Worker {
+    fn node_process(
+        range: Range<usize>,
+        master: SocketAddr,
+        args: &Args,
+    ) -> anyhow::Result<Worker> {
+        let mut flags = vec![
+            "--node-process".to_owned(),
+            format!("{}..{}", range.start, range.end),
+            "--master".to_owned(),
+            master.to_string(),
+            "--probe-interval-ms".to_owned(),
+            args.probe_interval_ms.to_string(),
+        ];
+        if let Some(path) = &args.key_file {
+            flags.extend(["--key-file".to_owned(), path.display().to_string()]);
+        }
+        Worker::spawn(
+            format!("the node process of nodes {}..{}", range.start, range.end),
+            flags,
+        )
+    }
+
+    fn spawn(what: String, flags: impl IntoIterator<Item = String>) -> anyhow::Result<Worker> {
         let mut command = Command::new(std::env::current_exe()?);
         command
-            .arg("--node-process")
-            .arg(format!("{}..{}", range.start, range.end))
-            .arg("--master")
-            .arg(master.to_string())
-            .arg("--probe-interval-ms")
-            .arg(args.probe_interval_ms.to_string());
-        if let Some(path) = &args.key_file {
-            command.arg("--key-file").arg(path);
-        }
-        command
+            .args(flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         die_with_parent(&mut command);
-        let mut child = command.spawn().context("cannot start a node process")?;
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {what}"))?;
         let stdin = child.stdin.take().context("no stdin")?;
         let stdout = child.stdout.take().context("no stdout")?;
         let report = Arc::new(Mutex::new(Report::default()));
@@ -596,15 +751,17 @@ impl NodeProcess {
                 let mut report = sink.lock().unwrap_or_else(PoisonError::into_inner);
                 if line.starts_with("started ") {
                     report.started = true;
+                } else if let Some(addr) = line.strip_prefix("listening on ") {
+                    report.listening = addr.parse().ok();
                 } else if let Some(tally) = Tally::parse(&line) {
                     report.tally = tally;
                 }
             }
             sink.lock().unwrap_or_else(PoisonError::into_inner).ended = true;
         });
-        Ok(NodeProcess {
+        Ok(Worker {
             child,
-            range,
+            what,
             _stdin: stdin,
             report,
         })
@@ -614,33 +771,46 @@ impl NodeProcess {
         self.child.id()
     }
 
+    fn report(&self) -> std::sync::MutexGuard<'_, Report> {
+        self.report.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn started(&self) -> bool {
-        self.report
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .started
+        self.report().started
+    }
+
+    fn tally(&self) -> Tally {
+        self.report().tally
+    }
+
+    /// The address of its `listening on` line, once it has printed one.
+    async fn wait_listening(&self, limit: Duration) -> anyhow::Result<SocketAddr> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(addr) = self.report().listening {
+                return Ok(addr);
+            }
+            self.check_alive()?;
+            if Instant::now() > deadline {
+                bail!(
+                    "{} printed no `listening on` line within {limit:?}",
+                    self.what
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// An error once the process has exited.
     fn check_alive(&self) -> anyhow::Result<()> {
-        if self
-            .report
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .ended
-        {
-            bail!(
-                "the node process of nodes {}..{} (pid {}) exited",
-                self.range.start,
-                self.range.end,
-                self.pid()
-            );
+        if self.report().ended {
+            bail!("{} (pid {}) exited", self.what, self.pid());
         }
         Ok(())
     }
 }
 
-impl Drop for NodeProcess {
+impl Drop for Worker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
