@@ -1,7 +1,7 @@
 //! What a master costs: runs `heartbeat master` as a child process, registers N
 //! nodes with it from child processes of this binary over loopback TCP, and
 //! measures the master's CPU share and memory while it probes them at the default
-//! 3 s interval.
+//! 3 s interval, then the same probes sent by plain tokio code (the floor).
 //!
 //! ```text
 //! cargo build --release -p chitchat-examples --bin heartbeat -p chitchat-tools --bin heartbeat_bench
@@ -44,6 +44,16 @@
 //! minutes) and `--max-nodes` at least the node count. `--key-file` gives master and
 //! nodes one cluster key: every message signed and checked.
 //!
+//! # The floor
+//!
+//! After the master's window, unless `--no-floor`, the same exchange is measured
+//! without the library, over as many loopback connections: a responder process
+//! answers each probe line with an ack line of a real probe's and ack's length,
+//! and a prober process sends one probe per connection per round from one task
+//! and counts the acks (`chitchat_tools::probe_floor`). The prober's CPU per probe,
+//! over a window as long as the master's, is what the kernel and tokio alone cost;
+//! the last line puts the master's next to it (`master / floor`).
+//!
 //! # File descriptors
 //!
 //! The master holds one probe connection per node, up to
@@ -68,7 +78,8 @@ use chitchat_tokio::Tcp;
 use chitchat_tools::{probe_floor, procfs};
 use clap::Parser;
 
-/// Runs a `heartbeat master` child with N nodes and reports its CPU share and RSS.
+/// Runs a `heartbeat master` child with N nodes and reports its CPU share and RSS,
+/// then the same probes sent by plain tokio code over as many connections.
 ///
 /// The nodes run in child processes of this binary (see `--node-processes`); every
 /// child, master or nodes, is killed when this process ends.
