@@ -402,16 +402,17 @@ struct PortClaim {
     world: World,
     ip: IpAddr,
     port: u16,
+    to: SocketAddr,
     owned_by_conn: bool,
 }
 
 impl Drop for PortClaim {
     fn drop(&mut self) {
         if !self.owned_by_conn {
-            let (ip, port) = (self.ip, self.port);
+            let (ip, claimed) = (self.ip, (self.port, self.to));
             self.world.with(|st| {
                 if let Some(host) = st.hosts.get_mut(&ip) {
-                    host.client_ports.remove(&port);
+                    host.client_ports.remove(&claimed);
                 }
             });
         }
@@ -439,14 +440,14 @@ enum Handshake {
 /// listener's verdict, one link delay back.
 pub(crate) async fn connect(world: &World, from_ip: IpAddr, to: SocketAddr) -> io::Result<SimConn> {
     let (from, epoch) = world.with(|st| {
-        let port = st.free_port(from_ip).ok_or_else(|| {
+        let port = st.free_port_to(from_ip, to).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::AddrNotAvailable,
                 format!("no ephemeral port left on {from_ip} to connect to {to}"),
             )
         })?;
         let host = st.host_mut(from_ip);
-        host.client_ports.insert(port);
+        host.client_ports.insert((port, to));
         let epoch = host.epoch;
         let from = SocketAddr::new(from_ip, port);
         st.record(TraceEvent::Connect { from, to });
@@ -456,6 +457,7 @@ pub(crate) async fn connect(world: &World, from_ip: IpAddr, to: SocketAddr) -> i
         world: world.clone(),
         ip: from_ip,
         port: from.port(),
+        to,
         owned_by_conn: false,
     };
     loop {

@@ -17,7 +17,8 @@ use crate::world::World;
 /// connections, implementing chitchat's [`Binder`] and [`Connector`].
 ///
 /// Clones are the same host. Connections get ephemeral source ports like TCP's
-/// (49152 and up), so the addresses code under test sees look real.
+/// (49152 and up), so the addresses code under test sees look real; as with TCP,
+/// connections to different destinations may share a source port.
 #[derive(Clone)]
 pub struct Host {
     world: World,

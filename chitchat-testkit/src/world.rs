@@ -26,6 +26,12 @@ use crate::trace::{ConnId, TraceEntry, TraceEvent};
 /// IANA dynamic range, so ephemeral ports look like the ones TCP gives.
 const FIRST_EPHEMERAL_PORT: u16 = 49152;
 
+/// The lowest socket address in `SocketAddr`'s order (IPv4 before IPv6).
+const LOWEST_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    0,
+));
+
 /// A handle to the state of one network: cheap to clone, every clone the same
 /// network.
 #[derive(Clone)]
@@ -164,8 +170,10 @@ pub(crate) struct ListenerState {
 pub(crate) struct HostState {
     /// By port; one IP per host, so the port alone names a listener.
     pub listeners: BTreeMap<u16, ListenerState>,
-    /// Source ports of this host's dialled connections still open.
-    pub client_ports: BTreeSet<u16>,
+    /// Source ports of this host's dialled connections still open, each with the
+    /// address it dialled: as with TCP, one source port serves connections to
+    /// different destinations, so a host dials more than 16 384 of them.
+    pub client_ports: BTreeSet<(u16, SocketAddr)>,
     /// Where the search for the next ephemeral port starts.
     next_port: u16,
     /// Bumped by a kill: connects that began before it fail.
@@ -221,21 +229,42 @@ impl State {
         })
     }
 
+    /// Whether `port` of `ip` is taken, by a listener or by any dialled connection.
     pub fn port_in_use(&self, ip: IpAddr, port: u16) -> bool {
         self.hosts.get(&ip).is_some_and(|host| {
-            host.listeners.contains_key(&port) || host.client_ports.contains(&port)
+            host.listeners.contains_key(&port)
+                || host
+                    .client_ports
+                    .range((port, LOWEST_ADDR)..)
+                    .next()
+                    .is_some_and(|&(used, _)| used == port)
         })
     }
 
-    /// A free ephemeral port of `ip`, searched round-robin as kernels do (so a port
-    /// just freed is not handed out again at once).
+    /// A free ephemeral port of `ip` to listen on, searched round-robin as kernels
+    /// do (so a port just freed is not handed out again at once).
     pub fn free_port(&mut self, ip: IpAddr) -> Option<u16> {
+        self.search_port(ip, |st, port| !st.port_in_use(ip, port))
+    }
+
+    /// An ephemeral port of `ip` to dial `to` from: one no listener holds and no
+    /// connection from it to `to` does (connections to other destinations may share
+    /// it, as with TCP), searched round-robin like [`free_port`](Self::free_port).
+    pub fn free_port_to(&mut self, ip: IpAddr, to: SocketAddr) -> Option<u16> {
+        self.search_port(ip, |st, port| {
+            st.hosts.get(&ip).is_none_or(|host| {
+                !host.listeners.contains_key(&port) && !host.client_ports.contains(&(port, to))
+            })
+        })
+    }
+
+    fn search_port(&mut self, ip: IpAddr, usable: impl Fn(&State, u16) -> bool) -> Option<u16> {
         let range = usize::from(u16::MAX - FIRST_EPHEMERAL_PORT) + 1;
         let start = self.host_mut(ip).next_port;
         for step in 0..range {
             let offset = (usize::from(start - FIRST_EPHEMERAL_PORT) + step) % range;
             let port = FIRST_EPHEMERAL_PORT + u16::try_from(offset).expect("in range");
-            if !self.port_in_use(ip, port) {
+            if usable(self, port) {
                 self.host_mut(ip).next_port = port.checked_add(1).unwrap_or(FIRST_EPHEMERAL_PORT);
                 return Some(port);
             }
@@ -361,7 +390,7 @@ impl State {
         self.record(event);
         if side == Side::Client {
             if let Some(host) = self.hosts.get_mut(&local.ip()) {
-                host.client_ports.remove(&local.port());
+                host.client_ports.remove(&(local.port(), peer));
             }
         }
         self.forget_if_closed(id);

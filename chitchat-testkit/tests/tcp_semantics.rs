@@ -93,6 +93,37 @@ async fn addresses_look_like_tcp() {
     assert_eq!(other.local_addr().unwrap(), addr("10.0.0.2:49153"));
 }
 
+/// As with TCP, one source port serves connections to different destinations: a
+/// host dials more connections than it has ephemeral ports (16 384), as long as no
+/// two go from one port to one destination.
+#[tokio::test(start_paused = true)]
+async fn a_source_port_serves_connections_to_different_destinations() {
+    const PORTS: usize = 16_384;
+    let net = Network::new(1);
+    let server = net.host(SERVER);
+    let client = net.host(CLIENT);
+    let mut options = BindOptions::default();
+    options.backlog = PORTS as u32 + 1;
+    let _first = server.bind(&addr("10.0.0.1:7000"), &options).unwrap();
+    let _second = server.bind(&addr("10.0.0.1:7001"), &options).unwrap();
+    let mut to_first = Vec::with_capacity(PORTS);
+    for _ in 0..PORTS {
+        to_first.push(client.connect(&addr("10.0.0.1:7000")).await.unwrap());
+    }
+    // Every port holds a connection to the first listener: none is left for it...
+    let err = client.connect(&addr("10.0.0.1:7000")).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::AddrNotAvailable, "{err}");
+    // ...but the first port still serves a connection to the second.
+    let other = client.connect(&addr("10.0.0.1:7001")).await.unwrap();
+    assert_eq!(other.local_addr().unwrap(), addr("10.0.0.2:49152"));
+    // A connection to the first that closes gives its port back to it.
+    let closed = to_first.swap_remove(100);
+    assert_eq!(closed.local_addr().unwrap(), addr("10.0.0.2:49252"));
+    drop(closed);
+    let again = client.connect(&addr("10.0.0.1:7000")).await.unwrap();
+    assert_eq!(again.local_addr().unwrap(), addr("10.0.0.2:49252"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn half_close_gives_the_peer_eof_after_the_data() {
     let net = Network::new(1);
