@@ -15,11 +15,13 @@
 //! - [`baseline`]: the baselines' shared flag and accept loop.
 //! - `src/bin/fanout.rs`: many idle connections on one server: accept time,
 //!   memory per connection, and one broadcast to all of them.
-//! - [`probe_floor`]: the floor `heartbeat_bench` puts under a master's CPU per
-//!   probe: the same exchange in plain tokio code.
+//! - [`probe_floor`]: the floors `heartbeat_bench` puts under a master's CPU per
+//!   probe: the same exchange in plain tokio code, over TCP as the master does it
+//!   and over UDP in batches.
 //! - [`procfs`]: the one reader of Linux's `/proc` (CPU time, run-queue wait,
 //!   memory, open files, the machine).
-//! - [`sockets`]: the open-file limit, and dialing from many loopback addresses.
+//! - [`sockets`]: the open-file limit, dialing from many loopback addresses, and
+//!   the numbered loopback hosts (`127.1.x.y`) nodes listen on.
 #![deny(missing_docs)]
 
 pub mod baseline;

@@ -1,7 +1,8 @@
 //! What the tools need to open many loopback connections: the open-file limit
 //! raised as far as the process may, and dialing from more than one loopback source
 //! address (a server limits connections per source IP, and each source address
-//! has only its own range of ephemeral ports).
+//! has only its own range of ephemeral ports), and a loopback address per node for
+//! benches that run many.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -59,4 +60,29 @@ pub async fn connect_from(addr: SocketAddr, source: usize) -> io::Result<TcpStre
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::from((ip, 0)))?;
     socket.connect(addr).await
+}
+
+/// The `i`-th of the numbered loopback hosts, `127.1.x.y` with `x = i / 254` and
+/// `y = i % 254 + 1` (into 127.2 and on past 65 024): one address per node, each
+/// with its own ports, clear of 127.0.0.1's.
+pub fn numbered_loopback(i: usize) -> Ipv4Addr {
+    let x = i / 254;
+    let [_, _, hi, lo] = u32::try_from(x).unwrap_or(u32::MAX).to_be_bytes();
+    Ipv4Addr::new(127, hi.saturating_add(1), lo, (i % 254 + 1) as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_loopback_hosts_are_distinct() {
+        assert_eq!(numbered_loopback(0), Ipv4Addr::new(127, 1, 0, 1));
+        assert_eq!(numbered_loopback(253), Ipv4Addr::new(127, 1, 0, 254));
+        assert_eq!(numbered_loopback(254), Ipv4Addr::new(127, 1, 1, 1));
+        assert_eq!(numbered_loopback(254 * 256), Ipv4Addr::new(127, 2, 0, 1));
+        let ips: std::collections::HashSet<_> = (0..70_000).map(numbered_loopback).collect();
+        assert_eq!(ips.len(), 70_000);
+        assert!(ips.iter().all(|ip| ip.is_loopback() && ip.octets()[3] != 0));
+    }
 }

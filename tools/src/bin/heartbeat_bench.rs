@@ -50,9 +50,14 @@
 //! without the library, over as many loopback connections: a responder process
 //! answers each probe line with an ack line of a real probe's and ack's length,
 //! and a prober process sends one probe per connection per round from one task
-//! and counts the acks (`chitchat_tools::probe_floor`). The prober's CPU per probe,
-//! over a window as long as the master's, is what the kernel and tokio alone cost;
-//! the last line puts the master's next to it (`master / floor`).
+//! and counts the acks (`chitchat_tools::probe_floor::tcp`). The prober's CPU per
+//! probe, over a window as long as the master's, is what the kernel and tokio alone
+//! cost; the line puts the master's next to it (`master / floor`).
+//!
+//! `--udp-floor` measures a second floor the same way, for a probe path the master
+//! does not have: one UDP socket sending to a socket per node (`127.1.x.y`) and
+//! receiving their acks, 64 datagrams a `sendmmsg` or `recvmmsg`
+//! (`chitchat_tools::probe_floor::udp`).
 //!
 //! # File descriptors
 //!
@@ -75,7 +80,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use chitchat_heartbeat::{HeartbeatConfig, MemberStatus, Node, NodeId};
 use chitchat_tokio::Tcp;
-use chitchat_tools::{probe_floor, procfs};
+use chitchat_tools::{probe_floor, procfs, sockets};
 use clap::Parser;
 
 /// Runs a `heartbeat master` child with N nodes and reports its CPU share and RSS,
@@ -121,17 +126,24 @@ struct Args {
     #[arg(long)]
     no_floor: bool,
 
-    /// Run as the floor's responder: answer every probe line with an ack.
-    #[arg(long, hide = true)]
-    floor_respond: bool,
+    /// Also measure the floor of a datagram probe path: one UDP socket probing
+    /// every node, `sendmmsg` and `recvmmsg` 64 datagrams a call (the master has no
+    /// such path; this tells what one would cost).
+    #[arg(long)]
+    udp_floor: bool,
 
-    /// Run as the floor's prober: N connections to `--floor-target`s.
-    #[arg(long, value_name = "N", hide = true, requires = "floor_target")]
-    floor_probe: Option<usize>,
+    /// Run as the floor's responder (`tcp` or `udp`), for `--nodes` nodes.
+    #[arg(long, value_name = "TRANSPORT", hide = true)]
+    floor_respond: Option<FloorTransport>,
 
-    /// A responder the floor's prober dials.
+    /// Run as the floor's prober (`tcp` or `udp`), for `--nodes` nodes of the
+    /// responder at `--floor-target`.
+    #[arg(long, value_name = "TRANSPORT", hide = true, requires = "floor_target")]
+    floor_probe: Option<FloorTransport>,
+
+    /// The responder the floor's prober probes (over UDP: its first node).
     #[arg(long, value_name = "ADDR", hide = true)]
-    floor_target: Vec<SocketAddr>,
+    floor_target: Option<SocketAddr>,
 
     /// Run as a node process: nodes FIRST to END - 1, registering with `--master`.
     #[arg(long, value_name = "FIRST..END", hide = true, value_parser = parse_range, requires = "master")]
@@ -184,11 +196,11 @@ async fn run() -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot load the key file {}", path.display()))?,
         );
     }
-    if args.floor_respond {
-        return floor_respond().await;
+    if let Some(transport) = args.floor_respond {
+        return floor_respond(transport, args.nodes).await;
     }
-    if let Some(count) = args.floor_probe {
-        return floor_probe(count, &args.floor_target, config.probe_interval).await;
+    if let (Some(transport), Some(target)) = (args.floor_probe, args.floor_target) {
+        return floor_probe(transport, args.nodes, target, config.probe_interval).await;
     }
     match (&args.node_process, args.master) {
         (Some(range), Some(master)) => node_process(range.clone(), master, config, fd_limit).await,
@@ -409,13 +421,20 @@ async fn bench(args: Args, config: HeartbeatConfig, fd_limit: usize) -> anyhow::
     let failed = in_window("suspect") + in_window("dead");
     drop(children);
     master.stop();
+    let mut floors = Vec::new();
     if !args.no_floor {
-        let floor = floor(&args, config.probe_interval).await?;
+        floors.push(FloorTransport::Tcp);
+    }
+    if args.udp_floor {
+        floors.push(FloorTransport::Udp);
+    }
+    for transport in floors {
+        let floor = floor(transport, &args, config.probe_interval).await?;
         println!(
-            "floor (plain tokio, same probes and acks over {} loopback connections): cpu {:.2} % \
-             of one core ({:.2} s; {:.1} us per probe; acks in the window: about {}); master / \
-             floor: {:.2}",
-            args.nodes,
+            "floor over {} ({}): cpu {:.2} % of one core ({:.2} s; {:.1} us per probe; acks in \
+             the window: about {}); master / floor: {:.2}",
+            transport.name(),
+            transport.describe(args.nodes),
             100.0 * floor.cpu / floor.wall,
             floor.cpu,
             1e6 * floor.cpu / floor.probes,
@@ -431,6 +450,36 @@ async fn bench(args: Args, config: HeartbeatConfig, fd_limit: usize) -> anyhow::
     })
 }
 
+/// How a floor moves its probes and acks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum FloorTransport {
+    /// One loopback TCP connection per node, as the master holds.
+    Tcp,
+    /// One UDP socket for every node, datagrams sent and received in batches.
+    Udp,
+}
+
+impl FloorTransport {
+    fn name(self) -> &'static str {
+        match self {
+            FloorTransport::Tcp => "tcp",
+            FloorTransport::Udp => "udp",
+        }
+    }
+
+    fn describe(self, nodes: usize) -> String {
+        match self {
+            FloorTransport::Tcp => {
+                format!("plain tokio, same probes and acks over {nodes} loopback connections")
+            }
+            FloorTransport::Udp => format!(
+                "one socket to {nodes} node sockets, {} datagrams a sendmmsg or recvmmsg",
+                probe_floor::udp::BATCH
+            ),
+        }
+    }
+}
+
 /// What the floor's prober spent over its window.
 struct FloorRun {
     wall: f64,
@@ -439,21 +488,33 @@ struct FloorRun {
     acks: u64,
 }
 
-/// The floor: a responder process and a prober process of this binary, with as
-/// many connections as the master had nodes, measured over a window as long as
-/// the master's, after one round to settle. The prober's CPU is its own
-/// process's, as the master's is.
-async fn floor(args: &Args, interval: Duration) -> anyhow::Result<FloorRun> {
+/// A floor: a responder process and a prober process of this binary, with as
+/// many nodes as the master had, measured over a window as long as the master's,
+/// after one round to settle. The prober's CPU is its own process's, as the
+/// master's is.
+async fn floor(
+    transport: FloorTransport,
+    args: &Args,
+    interval: Duration,
+) -> anyhow::Result<FloorRun> {
+    let nodes = args.nodes.to_string();
     let responder = Worker::spawn(
-        "the floor's responder".to_owned(),
-        ["--floor-respond".to_owned()],
+        format!("the {} floor's responder", transport.name()),
+        [
+            "--floor-respond".to_owned(),
+            transport.name().to_owned(),
+            "--nodes".to_owned(),
+            nodes.clone(),
+        ],
     )?;
     let target = responder.wait_listening(STARTUP).await?;
     let prober = Worker::spawn(
-        "the floor's prober".to_owned(),
+        format!("the {} floor's prober", transport.name()),
         [
             "--floor-probe".to_owned(),
-            args.nodes.to_string(),
+            transport.name().to_owned(),
+            "--nodes".to_owned(),
+            nodes,
             "--floor-target".to_owned(),
             target.to_string(),
             "--probe-interval-ms".to_owned(),
@@ -465,7 +526,7 @@ async fn floor(args: &Args, interval: Duration) -> anyhow::Result<FloorRun> {
         responder.check_alive()?;
         prober.check_alive()?;
         if Instant::now() > deadline {
-            bail!("the floor's prober did not connect within {STARTUP:?}");
+            bail!("the floor's prober did not start within {STARTUP:?}");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -488,32 +549,51 @@ async fn floor(args: &Args, interval: Duration) -> anyhow::Result<FloorRun> {
     })
 }
 
-/// The floor's responder: prints `listening on ADDR`, answers until its standard
-/// input closes.
-async fn floor_respond() -> anyhow::Result<ExitCode> {
+/// A floor's responder for `nodes` nodes: prints `listening on ADDR` (over UDP,
+/// the first node's), answers until its standard input closes.
+async fn floor_respond(transport: FloorTransport, nodes: usize) -> anyhow::Result<ExitCode> {
     exit_when_stdin_closes();
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    println!("listening on {}", listener.local_addr()?);
-    probe_floor::respond(listener).await?;
+    match transport {
+        FloorTransport::Tcp => {
+            let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+            println!("listening on {}", listener.local_addr()?);
+            probe_floor::tcp::respond(listener).await?;
+        }
+        FloorTransport::Udp => {
+            let first = probe_floor::udp::respond(nodes).await?;
+            println!("listening on {first}");
+            std::future::pending::<()>().await;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The floor's prober: dials `count` connections, prints `started N`, then probes
-/// every `interval` and prints a tally line every second, its acks counted as
-/// probes answered, until its standard input closes.
+/// A floor's prober for `nodes` nodes of the responder at `target`: prints
+/// `started N` once it can probe, then probes every `interval` and prints a tally
+/// line every second, its acks counted as probes answered, until its standard
+/// input closes.
 async fn floor_probe(
-    count: usize,
-    targets: &[SocketAddr],
+    transport: FloorTransport,
+    nodes: usize,
+    target: SocketAddr,
     interval: Duration,
 ) -> anyhow::Result<ExitCode> {
     exit_when_stdin_closes();
-    let prober = probe_floor::Prober::connect(targets, count)
-        .await
-        .context("the floor's prober cannot dial")?;
-    let acks = prober.acks();
+    let (acks, rounds) = match transport {
+        FloorTransport::Tcp => {
+            let prober = probe_floor::tcp::Prober::connect(&[target], nodes)
+                .await
+                .context("the floor's prober cannot dial")?;
+            (prober.acks(), tokio::spawn(prober.run(interval)))
+        }
+        FloorTransport::Udp => {
+            let targets = probe_floor::udp::targets(target, nodes);
+            let prober = probe_floor::udp::Prober::bind(&targets).await?;
+            (prober.acks(), tokio::spawn(prober.run(interval)))
+        }
+    };
     let mut stdout = io::stdout();
-    writeln!(stdout, "started {count}")?;
-    let rounds = tokio::spawn(prober.run(interval));
+    writeln!(stdout, "started {nodes}")?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     while !rounds.is_finished() {
         tick.tick().await;
@@ -525,7 +605,7 @@ async fn floor_probe(
             return Ok(ExitCode::SUCCESS);
         }
     }
-    rounds.await?.context("the floor's prober cannot write")?;
+    rounds.await?.context("the floor's prober cannot send")?;
     Ok(ExitCode::FAILURE)
 }
 
@@ -549,14 +629,6 @@ fn nodes_per_process(fd_limit: usize) -> usize {
 /// As few node processes as the open-file limit allows for `nodes`.
 fn default_processes(nodes: usize, fd_limit: usize) -> usize {
     nodes.div_ceil(nodes_per_process(fd_limit).max(1)).max(1)
-}
-
-/// Node `i`'s listening address: `127.1.x.y`, `x = i / 254`, `y = i % 254 + 1`
-/// (into 127.2 and on past 65 024 nodes).
-fn node_ip(i: usize) -> Ipv4Addr {
-    let x = i / 254;
-    let [_, _, hi, lo] = u32::try_from(x).unwrap_or(u32::MAX).to_be_bytes();
-    Ipv4Addr::new(127, hi.saturating_add(1), lo, (i % 254 + 1) as u8)
 }
 
 /// `FIRST..END`, `FIRST` < `END`.
@@ -592,11 +664,11 @@ async fn node_process(
         let first = nodes.len();
         for i in wave {
             let node = Node::builder(NodeId::new(format!("bench-{i:05}"))?, master)
-                .listen(SocketAddr::from((node_ip(i), 0)))
+                .listen(SocketAddr::from((sockets::numbered_loopback(i), 0)))
                 .config(config.clone())
                 .start(&Tcp, Tcp)
                 .await
-                .with_context(|| format!("node {i} on {}", node_ip(i)))?;
+                .with_context(|| format!("node {i} on {}", sockets::numbered_loopback(i)))?;
             nodes.push(node);
         }
         let settled = futures::future::join_all(nodes[first..].iter().map(Node::registered));
@@ -941,17 +1013,6 @@ mod tests {
         assert_eq!(default_processes(6646, 20_000), 2);
         assert_eq!(default_processes(18_912, 20_000), 3);
         assert_eq!(default_processes(5000, 1024), 16);
-    }
-
-    #[test]
-    fn node_ips_are_distinct_loopback_hosts() {
-        assert_eq!(node_ip(0), Ipv4Addr::new(127, 1, 0, 1));
-        assert_eq!(node_ip(253), Ipv4Addr::new(127, 1, 0, 254));
-        assert_eq!(node_ip(254), Ipv4Addr::new(127, 1, 1, 1));
-        assert_eq!(node_ip(254 * 256), Ipv4Addr::new(127, 2, 0, 1));
-        let ips: std::collections::HashSet<_> = (0..70_000).map(node_ip).collect();
-        assert_eq!(ips.len(), 70_000);
-        assert!(ips.iter().all(|ip| ip.is_loopback() && ip.octets()[3] != 0));
     }
 
     #[test]
