@@ -9,7 +9,8 @@
 //!   histogram, client, report).
 //! - `src/bin/soak.rs`: good and hostile clients against one server, vital signs
 //!   printed as it goes.
-//! - `src/bin/heartbeat_bench.rs`: what a heartbeat master costs with N nodes.
+//! - `src/bin/heartbeat_bench/`: what a heartbeat master costs with N nodes, and
+//!   the floors under its CPU per probe.
 //! - `src/bin/baseline_*.rs`: the echo servers written without the library that
 //!   bench compares `echo_server` with.
 //! - [`baseline`]: the baselines' shared flag and accept loop.

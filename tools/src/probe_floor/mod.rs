@@ -23,7 +23,24 @@ pub const ACK: &[u8] = b"CHB 2 probe-ack default bench-00000 1764513600000 17645
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
     use super::*;
+
+    /// Waits until `acks` reaches `count`, then checks that no more come: one ack
+    /// per probe of one round.
+    pub(super) async fn expect_acks(acks: &AtomicU64, count: u64) {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while acks.load(Ordering::Relaxed) < count {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("an ack for every probe");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(acks.load(Ordering::Relaxed), count);
+    }
 
     #[test]
     fn probe_and_ack_are_one_line_each() {
