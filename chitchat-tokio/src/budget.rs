@@ -60,12 +60,17 @@ impl PartialBudget {
         // Gone ones have released their bytes already.
         shedding.retain(|(conn, _)| conn.partial() > 0);
         let mut going: usize = shedding.iter().map(|&(_, held)| held).sum();
+        // Who is being shed, by handle address, sorted: one lookup per candidate.
+        let mut shed: Vec<usize> = shedding.iter().map(|(c, _)| address(c)).collect();
+        shed.sort_unstable();
         while self.held.load(Ordering::Acquire).saturating_sub(going) > self.limit {
-            let chosen =
-                registry.largest_partial(|c| shedding.iter().any(|(s, _)| Arc::ptr_eq(s, c)));
+            let chosen = registry.largest_partial(|c| shed.binary_search(&address(c)).is_ok());
             let Some((chosen, held)) = chosen else {
                 return;
             };
+            if let Err(at) = shed.binary_search(&address(&chosen)) {
+                shed.insert(at, address(&chosen));
+            }
             reporter.error(ConnError::Shed {
                 peer: chosen.peer(),
                 held,
@@ -76,4 +81,9 @@ impl PartialBudget {
             shedding.push((chosen, held));
         }
     }
+}
+
+/// A handle's identity for the shedding list: where its shared state lives.
+fn address(conn: &ConnHandle) -> usize {
+    Arc::as_ptr(conn).addr()
 }

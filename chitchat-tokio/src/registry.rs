@@ -163,16 +163,18 @@ impl Registry {
     }
 
     /// The connection holding the most for an unfinished frame, if any holds some,
-    /// leaving out those `skip` names; the earliest accepted wins a tie.
+    /// leaving out those `skip` names; the earliest accepted wins a tie. `skip` is
+    /// asked only about a connection that would be the largest so far, not about
+    /// every connection.
     pub(crate) fn largest_partial(
         &self,
-        skip: impl Fn(&ConnHandle) -> bool,
+        mut skip: impl FnMut(&ConnHandle) -> bool,
     ) -> Option<(ConnHandle, usize)> {
         let inner = self.lock();
         let mut best: Option<(&ConnHandle, usize)> = None;
-        for conn in inner.conns().filter(|c| !skip(c)) {
+        for conn in inner.conns() {
             let held = conn.partial();
-            if held > 0 && best.is_none_or(|(_, most)| held > most) {
+            if held > 0 && best.is_none_or(|(_, most)| held > most) && !skip(conn) {
                 best = Some((conn, held));
             }
         }
@@ -215,5 +217,35 @@ mod tests {
             assert!(registry.get(&first.peer()).is_none());
             assert!(registry.insert_within(conn(3), 1), "room again");
         }
+    }
+
+    /// Shedding asks, for each candidate, whether it is being shed already: asked
+    /// about every connection, a server with many peers and a few being shed would
+    /// pay for each pair on every shed.
+    #[test]
+    fn the_largest_holder_is_found_asking_only_about_holders_that_lead() {
+        let registry = Registry::default();
+        let conns: Vec<ConnHandle> = (1..=1000).map(conn).collect();
+        for c in &conns {
+            assert!(registry.insert_within(c.clone(), usize::MAX));
+        }
+        conns[10].set_partial(100);
+        conns[20].set_partial(300);
+        conns[30].set_partial(300);
+        conns[40].set_partial(200);
+        let mut asked = Vec::new();
+        let (largest, held) = registry
+            .largest_partial(|c| {
+                asked.push(c.peer());
+                Arc::ptr_eq(c, &conns[20])
+            })
+            .unwrap();
+        // conns[20] is skipped; conns[30] ties it and is next in accept order.
+        assert!(Arc::ptr_eq(&largest, &conns[30]));
+        assert_eq!(held, 300);
+        assert_eq!(asked.len(), 3, "asked about {} connections", asked.len());
+        let expected: Vec<_> = [10, 20, 30].iter().map(|&i| conns[i].peer()).collect();
+        assert_eq!(asked, expected);
+        assert!(registry.largest_partial(|_| true).is_none());
     }
 }
