@@ -259,14 +259,25 @@ mod tests {
         assert!(!RateLimiter::new(0).allow(a, t0));
     }
 
-    #[test]
-    fn a_flood_of_addresses_shares_one_budget_and_memory_stays_bounded() {
+    /// Address number `i` of a flood (an IPv6 prefix holds any number of them).
+    fn ip(i: u32) -> IpAddr {
+        IpAddr::from(std::net::Ipv6Addr::from(u128::from(i) + 1))
+    }
+
+    /// A limiter of 2 a second whose table `RATE_LIMIT_ADDRESSES` addresses filled
+    /// at `t0`.
+    fn full_limiter(t0: Instant) -> RateLimiter {
         let mut limiter = RateLimiter::new(2);
-        let t0 = Instant::now();
-        let ip = |i: u32| IpAddr::from(std::net::Ipv6Addr::from(u128::from(i) + 1));
         for i in 0..RATE_LIMIT_ADDRESSES as u32 {
             assert!(limiter.allow(ip(i), t0));
         }
+        limiter
+    }
+
+    #[test]
+    fn a_flood_of_addresses_shares_one_budget_and_memory_stays_bounded() {
+        let t0 = Instant::now();
+        let mut limiter = full_limiter(t0);
         let extra: Vec<bool> = (0..5).map(|i| limiter.allow(ip(1 << 20 | i), t0)).collect();
         assert_eq!(extra, [true, true, false, false, false]);
         assert_eq!(limiter.tracked(), RATE_LIMIT_ADDRESSES);
@@ -282,12 +293,8 @@ mod tests {
     /// when it ends.
     #[test]
     fn new_addresses_past_a_full_table_cost_no_walk_of_it() {
-        let mut limiter = RateLimiter::new(2);
         let t0 = Instant::now();
-        let ip = |i: u32| IpAddr::from(std::net::Ipv6Addr::from(u128::from(i) + 1));
-        for i in 0..RATE_LIMIT_ADDRESSES as u32 {
-            assert!(limiter.allow(ip(i), t0));
-        }
+        let mut limiter = full_limiter(t0);
         let newcomers = 1000;
         let allowed = (0..newcomers)
             .filter(|&i| limiter.allow(ip(1 << 20 | i), t0 + Duration::from_millis(500)))
