@@ -295,8 +295,8 @@ fn wide_ip(i: usize) -> std::net::IpAddr {
 }
 
 /// A large cluster on the in-memory network, the whole stack: `HEARTBEAT_SIM_NODES`
-/// nodes (10 000 by default, a few seconds in release; 100 000 take minutes and
-/// about 1.6 GiB) and one master; one node in a hundred crashes at a random moment;
+/// nodes (10 000 by default, a few seconds in release; 100 000 take about a
+/// minute and 1.6 GiB) and one master; one node in a hundred crashes at a random moment;
 /// each is declared dead within the bound, and no other node is ever suspect or
 /// dead. It is left out of the suite:
 /// `cargo test --release -p chitchat-heartbeat --test simulation -- --ignored --nocapture`.

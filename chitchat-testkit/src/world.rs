@@ -94,16 +94,23 @@ impl World {
     /// Waits until `ready` holds, re-checking after every change of the network's
     /// topology (bind, accept, heal, allow, kill).
     pub async fn wait_until(&self, mut ready: impl FnMut(&State) -> bool) {
+        // The waker this wait left for the current generation, if any: a change
+        // takes every waker left, so one is left per generation, without searching
+        // the others' (thousands of connects may wait on a full backlog).
+        let mut left: Option<(u64, Waker)> = None;
         poll_fn(|cx| {
             self.with(|st| {
                 if ready(st) {
-                    Poll::Ready(())
-                } else {
-                    if !st.change_wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                        st.change_wakers.push(cx.waker().clone());
-                    }
-                    Poll::Pending
+                    return Poll::Ready(());
                 }
+                let already = left
+                    .as_ref()
+                    .is_some_and(|(at, w)| *at == st.generation && w.will_wake(cx.waker()));
+                if !already {
+                    st.change_wakers.push(cx.waker().clone());
+                    left = Some((st.generation, cx.waker().clone()));
+                }
+                Poll::Pending
             })
         })
         .await;
