@@ -32,16 +32,21 @@ pub(crate) async fn measure(
     }
     for transport in transports {
         let run = floor(transport, args, interval).await?;
+        // CPU time comes in 10 ms ticks: a short, small run may show none.
+        let ratio = if run.cpu > 0.0 && master_per_probe > 0.0 {
+            format!("{:.2}", master_per_probe / (run.cpu / run.probes))
+        } else {
+            "- (no CPU tick in the window: run longer or with more nodes)".to_owned()
+        };
         println!(
             "floor over {} ({}): cpu {:.2} % of one core ({:.2} s; {:.1} us per probe; acks in \
-             the window: about {}); master / floor: {:.2}",
+             the window: about {}); master / floor: {ratio}",
             transport.name(),
             transport.describe(args.nodes),
             100.0 * run.cpu / run.wall,
             run.cpu,
             1e6 * run.cpu / run.probes,
             run.acks,
-            master_per_probe / (run.cpu / run.probes)
         );
     }
     Ok(())

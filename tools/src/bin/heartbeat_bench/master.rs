@@ -10,7 +10,7 @@ use std::thread;
 
 use anyhow::Context as _;
 
-use crate::worker::die_with_parent;
+use crate::worker::start_child;
 use crate::{STARTUP, STATES};
 
 /// The `heartbeat master` child and the counts of its event lines.
@@ -26,14 +26,8 @@ impl Master {
         command
             .args(["master", "--listen", "127.0.0.1:0"])
             .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        die_with_parent(&mut command);
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
+            .stdin(Stdio::null());
+        let (child, stdout) = start_child(&mut command, &bin.display().to_string())?;
         let counts: Arc<[AtomicU64; STATES.len()]> = Arc::default();
         let (first_line, first) = mpsc::channel();
         let sink = counts.clone();

@@ -6,7 +6,7 @@ use std::io::{self, BufRead as _, BufReader, Read as _};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::unix::process::CommandExt as _;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -66,17 +66,9 @@ impl Worker {
         flags: impl IntoIterator<Item = String>,
     ) -> anyhow::Result<Worker> {
         let mut command = Command::new(std::env::current_exe()?);
-        command
-            .args(flags)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        die_with_parent(&mut command);
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot start {what}"))?;
+        command.args(flags).stdin(Stdio::piped());
+        let (mut child, stdout) = start_child(&mut command, &what)?;
         let stdin = child.stdin.take().context("no stdin")?;
-        let stdout = child.stdout.take().context("no stdout")?;
         let report = Arc::new(Mutex::new(Report::default()));
         let sink = report.clone();
         thread::spawn(move || {
@@ -150,10 +142,26 @@ impl Drop for Worker {
     }
 }
 
+/// Starts `command` (its arguments and stdin set) as a child that dies with this
+/// process, its stderr this process's; returns it and its stdout, to be read line
+/// by line. `what` names it in the error.
+pub(crate) fn start_child(
+    command: &mut Command,
+    what: &str,
+) -> anyhow::Result<(Child, ChildStdout)> {
+    command.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    die_with_parent(command);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start {what}"))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    Ok((child, stdout))
+}
+
 /// Has the kernel send SIGKILL to `command`'s child when this process dies, however
 /// it dies (the signal follows the thread that spawned the child: spawn from the
 /// main thread, which `#[tokio::main]`'s future runs on).
-pub(crate) fn die_with_parent(command: &mut Command) {
+fn die_with_parent(command: &mut Command) {
     let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
     // SAFETY: between fork and exec the closure only calls prctl and getppid, both
     // async-signal-safe, and allocates nothing (a raw OS error holds no box).
