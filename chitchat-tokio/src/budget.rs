@@ -20,6 +20,7 @@ pub(crate) struct PartialBudget {
     held: AtomicUsize,
     /// Connections told to go that have not gone yet, with what they held: their
     /// bytes are as good as freed, so they count against the excess only once.
+    /// Sorted by handle address: one lookup tells whether a candidate is in it.
     shedding: Mutex<Vec<(ConnHandle, usize)>>,
 }
 
@@ -60,17 +61,14 @@ impl PartialBudget {
         // Gone ones have released their bytes already.
         shedding.retain(|(conn, _)| conn.partial() > 0);
         let mut going: usize = shedding.iter().map(|&(_, held)| held).sum();
-        // Who is being shed, by handle address, sorted: one lookup per candidate.
-        let mut shed: Vec<usize> = shedding.iter().map(|(c, _)| address(c)).collect();
-        shed.sort_unstable();
+        let find = |list: &[(ConnHandle, usize)], c: &ConnHandle| {
+            list.binary_search_by_key(&address(c), |(s, _)| address(s))
+        };
         while self.held.load(Ordering::Acquire).saturating_sub(going) > self.limit {
-            let chosen = registry.largest_partial(|c| shed.binary_search(&address(c)).is_ok());
+            let chosen = registry.largest_partial(|c| find(&shedding, c).is_ok());
             let Some((chosen, held)) = chosen else {
                 return;
             };
-            if let Err(at) = shed.binary_search(&address(&chosen)) {
-                shed.insert(at, address(&chosen));
-            }
             reporter.error(ConnError::Shed {
                 peer: chosen.peer(),
                 held,
@@ -78,7 +76,9 @@ impl PartialBudget {
             });
             chosen.request_close(CloseRequest::Abort(CloseReason::Shed));
             going += held;
-            shedding.push((chosen, held));
+            if let Err(at) = find(&shedding, &chosen) {
+                shedding.insert(at, (chosen, held));
+            }
         }
     }
 }
