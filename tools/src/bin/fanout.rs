@@ -17,7 +17,9 @@
 //! Phases, each bounded in time:
 //! 1. accept: from the first connect to the server counting every connection;
 //! 2. memory: the server's VmRSS before any connection and 500 ms after the
-//!    last, divided by the count;
+//!    last, divided by the count; with glibc also the heap's bytes in use and free
+//!    but held by the allocator (`mallinfo2`), which tell what the connections
+//!    use from what fragmentation costs;
 //! 3. broadcast: from the command to the last client holding the whole frame.
 //!
 //! Each run measures two servers the same way, one after the other: `chitchat`
@@ -140,8 +142,9 @@ fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// The child: a chitchat server with its defaults and no handler work, driven by
-/// lines on stdin: `count` answers `count N`, `broadcast` sends the frame to every
-/// connection and answers `broadcast N` (connections it was queued for).
+/// lines on stdin: `count` answers `count N`, `heap` answers as [`heap_answer`]
+/// says, `broadcast` sends the frame to every connection and answers
+/// `broadcast N` (connections it was queued for).
 fn serve_chitchat() -> anyhow::Result<()> {
     server_runtime()?.block_on(async {
         let server = chitchat_tokio::Server::builder("127.0.0.1:0")
@@ -153,6 +156,7 @@ fn serve_chitchat() -> anyhow::Result<()> {
         while let Some(line) = lines.recv().await {
             let answer = match line.trim() {
                 "count" => format!("count {}", server.connection_count()),
+                "heap" => heap_answer(),
                 "broadcast" => {
                     let queued = chitchat_core::Peers::broadcast(&server, PAYLOAD)?;
                     format!("broadcast {queued}")
@@ -194,6 +198,7 @@ fn serve_raw() -> anyhow::Result<()> {
             let streams = streams.lock().unwrap();
             let answer = match line.trim() {
                 "count" => format!("count {}", streams.len()),
+                "heap" => heap_answer(),
                 "broadcast" => {
                     // An idle socket's send buffer takes 64 B whole.
                     let sent = streams
@@ -208,6 +213,28 @@ fn serve_raw() -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// The answer to `heap`: `heap IN_USE FREE`, the bytes of the heap in use and
+/// free but held by glibc's allocator, or `heap` alone where that is not known.
+fn heap_answer() -> String {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let info = unsafe { libc::mallinfo2() };
+        format!("heap {} {}", info.uordblks + info.hblkhd, info.fordblks)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        "heap".to_owned()
+    }
+}
+
+/// Bytes of the server's heap, from its allocator.
+#[derive(Clone, Copy)]
+struct Heap {
+    in_use: usize,
+    free_held: usize,
 }
 
 /// The child server and the lines it prints.
@@ -266,6 +293,18 @@ impl ServerProcess {
             .with_context(|| format!("the server answered {command:?} with {answer:?}"))
     }
 
+    /// The server's heap, when its allocator tells.
+    fn heap(&mut self) -> anyhow::Result<Option<Heap>> {
+        writeln!(self.stdin, "heap")?;
+        self.stdin.flush()?;
+        let answer = self.line()?;
+        let mut words = answer.split(' ').skip(1).map(str::parse);
+        Ok(match (words.next(), words.next()) {
+            (Some(Ok(in_use)), Some(Ok(free_held))) => Some(Heap { in_use, free_held }),
+            _ => None,
+        })
+    }
+
     fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -285,6 +324,7 @@ struct Report {
     accept: Duration,
     rss_before_kib: u64,
     rss_after_kib: u64,
+    heap: Option<(Heap, Heap)>,
     queued: usize,
     delivered: usize,
     mismatches: usize,
@@ -296,6 +336,18 @@ impl Report {
     fn per_connection_bytes(&self) -> f64 {
         let grown = self.rss_after_kib.saturating_sub(self.rss_before_kib);
         (grown * 1024) as f64 / self.connections as f64
+    }
+
+    /// Heap bytes in use and free but held, per connection.
+    fn heap_per_connection(&self) -> Option<(f64, f64)> {
+        let (before, after) = self.heap?;
+        let per = |before: usize, after: usize| {
+            (after as f64 - before as f64) / self.connections as f64
+        };
+        Some((
+            per(before.in_use, after.in_use),
+            per(before.free_held, after.free_held),
+        ))
     }
 
     fn is_clean(&self) -> bool {
@@ -318,6 +370,12 @@ impl Report {
             self.rss_after_kib,
             self.per_connection_bytes()
         );
+        if let Some((in_use, free_held)) = self.heap_per_connection() {
+            println!(
+                "server heap per connection: {in_use:.0} B in use, {free_held:.0} B free but \
+                 held by the allocator"
+            );
+        }
         println!(
             "broadcast of one 64 B frame: queued for {}, delivered whole to {} in {:.3} s \
              (server CPU {:.3} s), {} mismatches",
@@ -330,9 +388,14 @@ impl Report {
     }
 
     fn json(&self) -> String {
+        let (in_use, free_held) = self.heap_per_connection().map_or_else(
+            || ("null".to_owned(), "null".to_owned()),
+            |(in_use, free)| (format!("{in_use:.1}"), format!("{free:.1}")),
+        );
         format!(
             "{{\"server\":\"{}\",\"connections\":{},\"source_ips\":{},\"accept_s\":{:.6},\"rss_before_kib\":{},\
-             \"rss_after_kib\":{},\"rss_per_conn_bytes\":{:.1},\"broadcast_queued\":{},\
+             \"rss_after_kib\":{},\"rss_per_conn_bytes\":{:.1},\"heap_in_use_per_conn_bytes\":{},\
+             \"heap_free_held_per_conn_bytes\":{},\"broadcast_queued\":{},\
              \"broadcast_delivered\":{},\"broadcast_s\":{:.6},\"server_cpu_broadcast_s\":{:.6},\
              \"mismatches\":{}}}",
             self.server,
@@ -342,6 +405,8 @@ impl Report {
             self.rss_before_kib,
             self.rss_after_kib,
             self.per_connection_bytes(),
+            in_use,
+            free_held,
             self.queued,
             self.delivered,
             self.broadcast.as_secs_f64(),
@@ -355,6 +420,7 @@ async fn drive(args: &Args, kind: &'static str) -> anyhow::Result<Report> {
     let (mut server, addr) = ServerProcess::start(kind)?;
     let pid = server.pid();
     let rss_before_kib = procfs::status_kib(pid, "VmRSS")?;
+    let heap_before = server.heap()?;
 
     // Accept: from the first connect to the server counting them all.
     let began = Instant::now();
@@ -389,6 +455,7 @@ async fn drive(args: &Args, kind: &'static str) -> anyhow::Result<Report> {
 
     tokio::time::sleep(SETTLE).await;
     let rss_after_kib = procfs::status_kib(pid, "VmRSS")?;
+    let heap = heap_before.zip(server.heap()?);
 
     // Broadcast: every client waits for exactly the frame.
     let readers: Vec<_> = streams.into_iter().map(receive_frame).collect();
@@ -420,6 +487,7 @@ async fn drive(args: &Args, kind: &'static str) -> anyhow::Result<Report> {
         accept,
         rss_before_kib,
         rss_after_kib,
+        heap,
         queued,
         delivered,
         mismatches,
