@@ -30,6 +30,8 @@ pub(crate) struct Ctx<'a, S: ?Sized, C> {
     pub(crate) hub: &'a Hub,
     pub(crate) framer: &'a Framer,
     pub(crate) out: &'a mut BytesMut,
+    /// The capacity to give `out` when the first reply finds it too small.
+    pub(crate) first_output: usize,
     /// Reply bytes not yet added to the shared `queued` counter.
     pub(crate) unpublished: &'a mut usize,
     pub(crate) frames_out: &'a mut u64,
@@ -57,6 +59,11 @@ impl<S: ?Sized, C: Connection> ReadContext<S> for Ctx<'_, S, C> {
             return Err(WriteError::Closed {
                 peer: shared.peer(),
             });
+        }
+        if self.out.is_empty() && !self.out.try_reclaim(self.first_output) {
+            // The first reply of a burst: room for as much as the connection's
+            // last burst queued, allocated once (nothing to copy).
+            *self.out = BytesMut::with_capacity(self.first_output.max(payload.len() + 2));
         }
         // Encode first (one pass over the payload checks and copies it), then
         // take it back out if it does not fit.

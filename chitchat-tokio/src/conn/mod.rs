@@ -38,9 +38,10 @@ use crate::shutdown::Finished;
 
 mod busy;
 
-use busy::Busy;
+use busy::{BufferSizes, Busy};
 
-/// Largest single read: reads that fill the buffer double the next one up to this.
+/// Largest single read: full-size reads that fill the buffer double the next one
+/// up to this.
 const MAX_READ: usize = 64 * 1024;
 
 /// Rounds (read, handle, write) per poll before the task yields to its neighbours.
@@ -109,6 +110,8 @@ struct Resident<C, S> {
     /// The handler's state for this connection: made when it opens, handed to the
     /// close hook.
     conn_state: Option<ConnState>,
+    /// The buffer sizes its next burst starts with.
+    sizes: BufferSizes,
 }
 
 /// A connection at work: its resident part and its work state, borrowed for one
@@ -135,6 +138,7 @@ macro_rules! handler_ctx {
             hub: &$driver.kept.params.hub,
             framer: &$driver.busy.framer,
             out: &mut $driver.busy.out,
+            first_output: $driver.kept.sizes.out(),
             unpublished: &mut $driver.busy.unpublished,
             frames_out: &mut $driver.kept.stats.frames_out,
             writable: $writable,
@@ -171,6 +175,7 @@ impl<C: Connection, S: Send + Sync + 'static> Driver<C, S> {
             rate_window,
             armed: None,
             conn_state: None,
+            sizes: BufferSizes::START,
         };
         Driver { kept, busy: None }
     }
@@ -288,6 +293,7 @@ impl<C: Connection, S: Send + Sync + 'static> Active<'_, C, S> {
 
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, End> {
         self.publish_queued();
+        self.busy.out_peak = self.busy.out_peak.max(self.busy.out.len());
         match self.kept.conn.poll_write(cx, &self.busy.out) {
             Poll::Pending => Ok(false),
             Poll::Ready(Ok(0)) => Err(self.fail(io::ErrorKind::WriteZero.into())),
@@ -347,17 +353,17 @@ impl<C: Connection, S: Send + Sync + 'static> Active<'_, C, S> {
         let spare = self.busy.read_buf.capacity() - self.busy.read_buf.len();
         let read_size = self.busy.read_size as usize;
         if spare < read_size / 4 {
-            self.busy.read_buf.reserve(read_size);
+            let buf = &mut self.busy.read_buf;
+            if !buf.is_empty() {
+                buf.reserve(read_size);
+            } else if !buf.try_reclaim(read_size) {
+                // Nothing to keep: a new buffer, not a copy of the handled bytes.
+                *buf = BytesMut::with_capacity(read_size);
+            }
         }
         let spare = self.busy.read_buf.capacity() - self.busy.read_buf.len();
         match self.kept.conn.poll_read(cx, &mut self.busy.read_buf) {
-            Poll::Pending => {
-                if self.busy.read_buf.is_empty() {
-                    // Going idle: give the buffer back until data arrives.
-                    self.busy.read_buf = BytesMut::new();
-                }
-                Ok(false)
-            }
+            Poll::Pending => Ok(false),
             Poll::Ready(Ok(0)) => {
                 self.kept.read_eof = true;
                 self.on_eof();
@@ -367,7 +373,10 @@ impl<C: Connection, S: Send + Sync + 'static> Active<'_, C, S> {
                 self.kept.stats.bytes_in += n as u64;
                 self.kept.params.hub.counters.add_bytes_in(n);
                 self.kept.last_read = self.kept.params.hub.epoch.stamp(Instant::now());
-                if n == spare {
+                // A full-size read that filled the buffer: more is waiting. (A
+                // small remainder filled says little: doubling on it would grow
+                // a reused buffer for nothing.)
+                if n == spare && spare >= read_size {
                     self.busy.read_size = (self.busy.read_size * 2).min(MAX_READ as u32);
                 }
                 if self.delivering() {
@@ -821,7 +830,8 @@ impl<C: Connection, S: Send + Sync + 'static> Future for Driver<C, S> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished> {
         let Driver { kept, busy } = self.get_mut();
         let slot = busy;
-        let busy = slot.get_or_insert_with(|| Busy::new(kept.params.config.frame, &kept.stats));
+        let busy = slot
+            .get_or_insert_with(|| Busy::take(kept.params.config.frame, &kept.stats, kept.sizes));
         let mut this = Active { kept, busy };
         if !this.kept.opened {
             this.open();
@@ -836,12 +846,19 @@ impl<C: Connection, S: Send + Sync + 'static> Future for Driver<C, S> {
                 Ok(true) => continue,
                 Ok(false) => {
                     this.report_traffic();
-                    // Going idle: hold no buffer, no framer, no clock of work.
                     let closing = matches!(this.kept.phase, Phase::Closing { .. });
                     if !closing && this.busy.is_at_rest() {
-                        *slot = None;
-                    } else if this.busy.out.is_empty() && this.busy.out.capacity() > 0 {
-                        this.busy.out = BytesMut::new();
+                        // Going idle: hold no buffer, no framer, no clock of work.
+                        if let Some(busy) = slot.take() {
+                            kept.sizes = busy.give_back();
+                        }
+                    } else {
+                        // Waiting with work left: hold no empty buffer.
+                        for buf in [&mut this.busy.read_buf, &mut this.busy.out] {
+                            if buf.is_empty() && buf.capacity() > 0 {
+                                *buf = BytesMut::new();
+                            }
+                        }
                     }
                     return Poll::Pending;
                 }
