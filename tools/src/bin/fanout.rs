@@ -341,9 +341,8 @@ impl Report {
     /// Heap bytes in use and free but held, per connection.
     fn heap_per_connection(&self) -> Option<(f64, f64)> {
         let (before, after) = self.heap?;
-        let per = |before: usize, after: usize| {
-            (after as f64 - before as f64) / self.connections as f64
-        };
+        let per =
+            |before: usize, after: usize| (after as f64 - before as f64) / self.connections as f64;
         Some((
             per(before.in_use, after.in_use),
             per(before.free_held, after.free_held),
