@@ -75,7 +75,8 @@ impl BufferSizes {
 /// See the [module docs](self).
 pub(super) struct Busy {
     pub(super) framer: Framer,
-    /// Unhandled input. Capacity 0 until the socket is readable.
+    /// Unhandled input. Without capacity (a new state, not a spare), readability
+    /// is awaited before a buffer is allocated.
     pub(super) read_buf: BytesMut,
     /// Encoded output not yet taken by the transport.
     pub(super) out: BytesMut,
