@@ -8,7 +8,8 @@
 //! - `hub`: what one server's connections share (registry, limits, events) and the
 //!   `Peers` that handlers reach.
 //! - `conn`: the task of one connection, the same for every transport and both
-//!   sides; `ctx`: the `ReadContext` it hands the handler; `erased`: the handler
+//!   sides; `conn::busy`: what it holds only while it works (given back while it
+//!   waits); `ctx`: the `ReadContext` it hands the handler; `erased`: the handler
 //!   with its per-connection state type erased.
 //! - `handle`: what other tasks can reach of a connection (queue, close request).
 //! - `registry`: the live connections, in accept order.
