@@ -9,7 +9,8 @@
 //! waits for the answer makes its connection go idle after every frame, and would
 //! otherwise cost three allocations a frame (this state, the read buffer and the
 //! output buffer). A spare holds no trace of its last connection: only buffer
-//! capacity, at most [`INITIAL_READ`] of each.
+//! capacity, at most [`INITIAL_READ`] of each, and no read buffer whose
+//! allocation a frame the handler kept still shares.
 //!
 //! The resting connection keeps its [`BufferSizes`] (two bytes): its next burst
 //! starts with buffers as large as its last one needed, allocated once rather than
@@ -78,6 +79,9 @@ pub(super) struct Busy {
     /// Unhandled input. Without capacity (a new state, not a spare), readability
     /// is awaited before a buffer is allocated.
     pub(super) read_buf: BytesMut,
+    /// A frame was taken out of `read_buf` whole: what is left of it shares its
+    /// allocation with that frame, and is not kept as a spare.
+    pub(super) read_buf_shared: bool,
     /// Encoded output not yet taken by the transport.
     pub(super) out: BytesMut,
     /// The most output queued at once in this burst.
@@ -139,6 +143,7 @@ impl Busy {
         Busy {
             framer: Framer::new(frame),
             read_buf,
+            read_buf_shared: false,
             out,
             out_peak: 0,
             unpublished: 0,
@@ -163,6 +168,10 @@ impl Busy {
             read_log2: self.read_size.ilog2() as u8,
             out_log2: out.next_power_of_two().ilog2() as u8,
         };
+        if self.read_buf_shared {
+            // A spare holding it would keep the frames' memory alive after them.
+            self.read_buf = BytesMut::new();
+        }
         for buf in [&mut self.read_buf, &mut self.out] {
             buf.clear();
             // Empty: back to the start of its allocation, all of it usable again
@@ -283,6 +292,20 @@ mod tests {
             let _ = busy.give_back();
         }
         assert_eq!(SPARE.with(|spare| spare.borrow().len()), SPARE_PER_THREAD);
+    }
+
+    #[test]
+    fn a_read_buffer_shared_with_a_kept_frame_is_not_kept() {
+        let mut used = busy();
+        used.read_buf.extend_from_slice(b"kept\nrest");
+        let kept = used.read_buf.split_to(5).freeze();
+        used.read_buf.clear();
+        used.read_buf_shared = true;
+        let _ = used.give_back();
+        let reused = busy();
+        assert_eq!(reused.read_buf.capacity(), 0);
+        assert!(!reused.read_buf_shared);
+        assert_eq!(kept, "kept\n");
     }
 
     #[test]

@@ -524,9 +524,12 @@ impl<C: Connection, S: Send + Sync + 'static> Active<'_, C, S> {
                 }
             }))
         };
-        // A handler that kept the frame (`Frame::into_bytes`) took it out already.
+        // A handler that kept the frame (`Frame::into_bytes`) took it out already,
+        // and its `Bytes` shares the read buffer's allocation from then on.
         if self.busy.read_buf.len() == unread {
             self.busy.read_buf.advance(extent.wire_len);
+        } else {
+            self.busy.read_buf_shared = true;
         }
         // The common case, a frame handled with nothing asked, costs no call.
         if outcome.is_err() || request.is_some() {
