@@ -540,15 +540,7 @@ impl<C: Connection, S: Send + Sync + 'static> Active<'_, C, S> {
     /// Acts on what a handler call asked for, or on its panic.
     fn after_handler(&mut self, outcome: std::thread::Result<()>, request: Option<Request>) {
         if let Err(panic) = outcome {
-            let message = panic_message(panic.as_ref());
-            self.kept
-                .params
-                .hub
-                .reporter
-                .error(ConnError::HandlerPanic {
-                    peer: self.peer(),
-                    message,
-                });
+            self.report_panic(panic.as_ref());
             self.begin_closing(CloseReason::HandlerPanic, None);
             return;
         }
@@ -557,6 +549,14 @@ impl<C: Connection, S: Send + Sync + 'static> Active<'_, C, S> {
             Some(Request::Close) => self.begin_closing(CloseReason::ClosedByHandler, None),
             Some(Request::Abort(reason)) => self.kept.abort = Some(reason),
         }
+    }
+
+    /// Reports a handler's panic as the connection's error.
+    fn report_panic(&self, panic: &(dyn std::any::Any + Send)) {
+        let message = panic_message(panic);
+        let peer = self.peer();
+        let error = ConnError::HandlerPanic { peer, message };
+        self.kept.params.hub.reporter.error(error);
     }
 
     /// Reports the close, once, as soon as the connection is closed for the
@@ -584,15 +584,7 @@ impl<C: Connection, S: Send + Sync + 'static> Active<'_, C, S> {
                 },
             );
             if let Err(panic) = outcome {
-                let message = panic_message(panic.as_ref());
-                self.kept
-                    .params
-                    .hub
-                    .reporter
-                    .error(ConnError::HandlerPanic {
-                        peer: self.peer(),
-                        message,
-                    });
+                self.report_panic(panic.as_ref());
             }
         }
         self.kept.params.hub.conn_closed(event);
