@@ -37,7 +37,8 @@ const FIRST_OUTPUT: usize = 1024;
 const MAX_OUTPUT_HINT: usize = 64 * 1024;
 
 /// Work states kept per thread for connections that wake there: enough for the
-/// connections one worker serves between two waits, a bounded few hundred KiB.
+/// connections one worker serves between two waits; with their two buffers of at
+/// most `INITIAL_READ` each, at most about 0.5 MiB per thread.
 const SPARE_PER_THREAD: usize = 32;
 
 thread_local! {
