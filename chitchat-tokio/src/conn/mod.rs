@@ -456,16 +456,15 @@ impl<C: Connection, S: Send + Sync + 'static> Active<'_, C, S> {
 
     fn on_frame_error(&mut self, err: FrameError) {
         let peer = self.peer();
-        let reporter = &self.kept.params.hub.reporter;
         match err {
             FrameError::TooLong { limit } => {
-                reporter.error(ConnError::FrameTooLong { peer, limit });
+                self.report(ConnError::FrameTooLong { peer, limit });
                 if self.kept.params.config.oversize == OversizePolicy::Close {
                     self.begin_closing(CloseReason::FrameTooLong, None);
                 }
             }
             FrameError::Truncated { len } => {
-                reporter.error(ConnError::TruncatedFrame { peer, len });
+                self.report(ConnError::TruncatedFrame { peer, len });
             }
             // FrameError is non-exhaustive; a new kind of fault closes the connection.
             _ => self.begin_closing(CloseReason::PeerReset, None),
@@ -554,8 +553,14 @@ impl<C: Connection, S: Send + Sync + 'static> Active<'_, C, S> {
     /// Reports a handler's panic as the connection's error.
     fn report_panic(&self, panic: &(dyn std::any::Any + Send)) {
         let message = panic_message(panic);
-        let peer = self.peer();
-        let error = ConnError::HandlerPanic { peer, message };
+        self.report(ConnError::HandlerPanic {
+            peer: self.peer(),
+            message,
+        });
+    }
+
+    /// Reports an error of this connection to the server's error channel.
+    fn report(&self, error: ConnError) {
         self.kept.params.hub.reporter.error(error);
     }
 
@@ -634,7 +639,7 @@ impl<C: Connection, S: Send + Sync + 'static> Active<'_, C, S> {
         } else {
             CloseReason::PeerReset
         };
-        self.kept.params.hub.reporter.error(ConnError::Io {
+        self.report(ConnError::Io {
             peer: self.peer(),
             source: Arc::new(err),
         });
@@ -672,11 +677,7 @@ impl<C: Connection, S: Send + Sync + 'static> Active<'_, C, S> {
             if let Some(idle) = self.kept.params.hub.timeouts.idle() {
                 let deadline = epoch.instant(self.kept.last_read).checked_add(idle);
                 if deadline.is_some_and(|d| now >= d) {
-                    self.kept
-                        .params
-                        .hub
-                        .reporter
-                        .error(ConnError::IdleTimeout { peer, after: idle });
+                    self.report(ConnError::IdleTimeout { peer, after: idle });
                     self.begin_closing(CloseReason::IdleTimeout, None);
                     return Ok(true);
                 }
@@ -688,11 +689,7 @@ impl<C: Connection, S: Send + Sync + 'static> Active<'_, C, S> {
             ) {
                 let deadline = epoch.instant(started).checked_add(after);
                 if deadline.is_some_and(|d| now >= d) {
-                    self.kept
-                        .params
-                        .hub
-                        .reporter
-                        .error(ConnError::FrameTimeout { peer, after });
+                    self.report(ConnError::FrameTimeout { peer, after });
                     self.begin_closing(CloseReason::FrameTimeout, None);
                     return Ok(true);
                 }
@@ -707,7 +704,7 @@ impl<C: Connection, S: Send + Sync + 'static> Active<'_, C, S> {
                     let received = self.kept.stats.bytes_in - window.bytes_then;
                     // A window with nothing is the idle timeout's business.
                     if received > 0 && received < rate.bytes {
-                        self.kept.params.hub.reporter.error(ConnError::TooSlow {
+                        self.report(ConnError::TooSlow {
                             peer,
                             received,
                             min: rate.bytes,
@@ -732,11 +729,7 @@ impl<C: Connection, S: Send + Sync + 'static> Active<'_, C, S> {
                     .get_or_insert(epoch.stamp(now));
                 let deadline = epoch.instant(since).checked_add(after);
                 if deadline.is_some_and(|d| now >= d) {
-                    self.kept
-                        .params
-                        .hub
-                        .reporter
-                        .error(ConnError::WriteTimeout { peer, after });
+                    self.report(ConnError::WriteTimeout { peer, after });
                     return Err(End {
                         reason: CloseReason::WriteStalled,
                         flushed: false,
