@@ -889,6 +889,54 @@ async fn partial_frame_budget_holds_when_holders_arrive_at_once() {
     server.cut().await;
 }
 
+/// Four peers each send 60 KiB of a frame they never finish, under the default
+/// 64 KiB frame limit and a partial-frame budget just short of four buffers of
+/// 64 KiB and one byte: the most a frame under the limit needs before it ends or
+/// is refused. (Read buffers that grew by doubling held 120 KiB for such a frame:
+/// two of the four were shed.)
+///
+/// Pass: one shed, holding exactly 64 KiB and one byte; three kept.
+#[tokio::test(start_paused = true)]
+async fn an_unfinished_frame_holds_no_more_buffer_than_the_frame_limit_needs() {
+    const FRAME_ROOM: usize = 64 * 1024 + 1;
+    let net = Network::new(15);
+    let (server_host, client_host) = (net.host([10, 0, 0, 1]), net.host([10, 0, 0, 2]));
+    let server = echo(Server::builder("10.0.0.1:7000".parse::<Addr>().unwrap()))
+        .partial_frame_budget(4 * FRAME_ROOM - 1)
+        .listen_on(&server_host)
+        .await
+        .unwrap();
+    let log = record(server.events());
+    let mut peers = Vec::new();
+    for _ in 0..4 {
+        let peer = RawPeer::connect(&client_host, &server.local_addr())
+            .await
+            .unwrap();
+        peers.push(peer);
+    }
+    sleep(ms(10)).await; // every connection accepted
+    for peer in &mut peers {
+        peer.write_all(&vec![b'p'; 60 * 1024]).await.unwrap();
+        sleep(ms(10)).await; // one holder at a time
+    }
+    sleep(secs(1)).await;
+    let shed: Vec<usize> = errors(&log)
+        .iter()
+        .filter_map(|e| match e {
+            ConnError::Shed { held, .. } => Some(*held),
+            _ => None,
+        })
+        .collect();
+    let kept = server.remote_addrs().len();
+    figure(
+        "unfinished 60 KiB frames (in-memory)",
+        format_args!("budget 4 x 64 KiB + 3 B, four holders: shed {shed:?}, kept {kept}"),
+    );
+    assert_eq!(shed, [FRAME_ROOM]);
+    assert_eq!(kept, 3);
+    server.cut().await;
+}
+
 /// Peers that vanish without a FIN or a reset (their host cut off in both
 /// directions, as when a cable is pulled), against a server with the default
 /// settings and against one with keepalive off.

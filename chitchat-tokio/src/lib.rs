@@ -69,17 +69,20 @@
 //!
 //! # Memory per connection
 //! What one connection can hold, by configuration (`ConnConfig`):
-//! - idle: no read or write buffer, only its task, its handle, its registry entry
-//!   and its timer, and tokio's registration of the socket (about 1.4 KiB in all,
-//!   of which tokio's socket registration is about 470 B: BENCHMARKS.md has the
-//!   account), plus the kernel's socket;
-//! - reading: the read buffer, at most `max_frame_len` + one read (64 KiB) while a
-//!   frame is unfinished; all unfinished frames of a server together are bounded
-//!   by `partial_frame_budget` (counted by buffer capacity);
+//! - idle: no read or write buffer, only its task, its handle, its entries in the
+//!   server's registry and deadline index, and tokio's registration of the socket
+//!   (about 1 KiB in all, of which tokio's socket registration is about 470 B:
+//!   BENCHMARKS.md has the account), plus the kernel's socket;
+//! - reading: the read buffer, one read (at most 64 KiB) when no frame is
+//!   unfinished, and while one is, at most `max_frame_len` + 1 bytes: the frame and
+//!   the byte that ends it or proves it too long. All unfinished frames of a
+//!   server together are bounded by `partial_frame_budget` (counted by buffer
+//!   capacity);
 //! - writing: queued output, at most `max_outbound` (plus one frame, which always
 //!   fits an empty queue);
-//! - so at most `max_frame_len + 64 KiB + max_outbound + max_frame_len` per
-//!   connection: 448 KiB with the defaults, and `max_connections` connections.
+//! - so at most `max(max_frame_len + 1, 64 KiB) + max_outbound + max_frame_len`
+//!   per connection: 384 KiB (and a byte) with the defaults, and `max_connections`
+//!   connections.
 #![deny(missing_docs)]
 
 mod accept;

@@ -37,6 +37,7 @@ use crate::hub::Hub;
 use crate::shutdown::Finished;
 
 mod busy;
+mod read_room;
 
 use busy::{BufferSizes, Busy};
 
@@ -353,13 +354,8 @@ impl<C: Connection, S: Send + Sync + 'static> Active<'_, C, S> {
         let spare = self.busy.read_buf.capacity() - self.busy.read_buf.len();
         let read_size = self.busy.read_size as usize;
         if spare < read_size / 4 {
-            let buf = &mut self.busy.read_buf;
-            if !buf.is_empty() {
-                buf.reserve(read_size);
-            } else if !buf.try_reclaim(read_size) {
-                // Nothing to keep: a new buffer, not a copy of the handled bytes.
-                *buf = BytesMut::with_capacity(read_size);
-            }
+            let max_frame = self.busy.framer.config().max_frame_len;
+            read_room::make_room(&mut self.busy.read_buf, read_size, max_frame);
         }
         let spare = self.busy.read_buf.capacity() - self.busy.read_buf.len();
         match self.kept.conn.poll_read(cx, &mut self.busy.read_buf) {
