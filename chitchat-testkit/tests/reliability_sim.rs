@@ -72,6 +72,17 @@ fn errors(log: &Log) -> Vec<ConnError> {
         .collect()
 }
 
+/// What each connection shed over the partial-frame budget held, in shed order.
+fn shed_sizes(log: &Log) -> Vec<usize> {
+    errors(log)
+        .iter()
+        .filter_map(|e| match e {
+            ConnError::Shed { held, .. } => Some(*held),
+            _ => None,
+        })
+        .collect()
+}
+
 fn closes(log: &Log) -> Vec<(Instant, chitchat_core::CloseEvent)> {
     log.lock()
         .unwrap()
@@ -866,13 +877,7 @@ async fn partial_frame_budget_holds_when_holders_arrive_at_once() {
         .map(|(len, p)| (p.local_addr(), *len))
         .collect();
     let kept: Vec<usize> = server.remote_addrs().iter().map(|a| held[a]).collect();
-    let shed: Vec<usize> = errors(&log)
-        .iter()
-        .filter_map(|e| match e {
-            ConnError::Shed { held, .. } => Some(*held),
-            _ => None,
-        })
-        .collect();
+    let shed = shed_sizes(&log);
     figure(
         "partial-frame budget, holders at once (in-memory)",
         format_args!(
@@ -920,13 +925,7 @@ async fn an_unfinished_frame_holds_no_more_buffer_than_the_frame_limit_needs() {
         sleep(ms(10)).await; // one holder at a time
     }
     sleep(secs(1)).await;
-    let shed: Vec<usize> = errors(&log)
-        .iter()
-        .filter_map(|e| match e {
-            ConnError::Shed { held, .. } => Some(*held),
-            _ => None,
-        })
-        .collect();
+    let shed = shed_sizes(&log);
     let kept = server.remote_addrs().len();
     figure(
         "unfinished 60 KiB frames (in-memory)",
