@@ -28,13 +28,15 @@ pub(super) fn make_room(buf: &mut BytesMut, read_size: usize, max_frame: usize) 
         }
         return;
     }
-    let frame_room = max_frame.saturating_add(1);
-    if max_frame == usize::MAX || len >= frame_room {
-        // As a `Vec` grows: `realloc` may extend the allocation in place, which
-        // matters for frames of many megabytes.
-        buf.reserve(read_size);
-        return;
-    }
+    let frame_room = match max_frame.checked_add(1) {
+        Some(frame_room) if len < frame_room => frame_room,
+        _ => {
+            // As a `Vec` grows: `realloc` may extend the allocation in place, which
+            // matters for frames of many megabytes.
+            buf.reserve(read_size);
+            return;
+        }
+    };
     let target = len
         .saturating_add(read_size)
         .max(len.saturating_mul(2))
@@ -57,7 +59,7 @@ mod tests {
     /// Feeds `total` bytes of one unfinished frame the way a connection reads
     /// them: room made when less than a quarter of a read is left, each read fills
     /// what room there is, and a read that fills a full read size doubles it (up
-    /// to 64 KiB). Returns the buffer and how many times it was reallocated.
+    /// to `MAX_READ`). Returns the buffer and how many times it was reallocated.
     fn feed(total: usize, max_frame: usize) -> (BytesMut, usize) {
         let mut buf = BytesMut::new();
         let mut read_size = 8 * 1024;
@@ -74,7 +76,7 @@ mod tests {
             let n = spare.min(total - buf.len());
             buf.extend_from_slice(&vec![b'x'; n]);
             if n == spare && spare >= read_size {
-                read_size = (read_size * 2).min(64 * 1024);
+                read_size = (read_size * 2).min(super::super::MAX_READ);
             }
         }
         (buf, reallocations)
